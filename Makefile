@@ -1,0 +1,47 @@
+# The two commands a newcomer needs: `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+export HOST ?= 127.0.0.1
+export PORT ?= 8000
+
+.PHONY: run test lint format bench lock clean
+
+# Create .venv and install the pinned requirements (again whenever they change).
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	@touch $@
+
+## Install, migrate, seed and serve on http://$(HOST):$(PORT) (embedded PostgreSQL without DATABASE_URL)
+run: $(VENV)/.installed
+	scripts/run.sh
+
+## Lint, then the whole test suite with coverage (TEST_DATABASE_URL, else an embedded PostgreSQL)
+test: $(VENV)/.installed lint
+	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=90
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## Benchmark under gunicorn with production settings (prints a table and a JSON line)
+bench: $(VENV)/.installed
+	$(BIN)/python bench/run.py
+
+## Re-pin requirements*.txt from requirements*.in
+lock: $(VENV)/.installed
+	$(BIN)/pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links -o requirements.txt requirements.in
+	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links -o requirements-dev.txt requirements-dev.in
+
+clean:
+	-$(BIN)/python scripts/embedded_pg.py stop --data instance/pgdata
+	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage .coverage.* htmlcov

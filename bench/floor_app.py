@@ -1,0 +1,92 @@
+"""The floor the benchmark compares the service with.
+
+The least a Flask app can do to answer the same two reads: Flask, a psycopg 3
+connection pool and PyJWT; no ORM, no schemas, no row-level security, no audit, no
+rate limiter. It does the same database work as the service: one query that checks
+the token's session (live, admin and tenant active) and loads the tenant, and for
+the admin list one more that reads the page and its total.
+
+    gunicorn -c gunicorn.conf.py bench.floor_app:app   (env: DATABASE_URL, JWT_SECRET_KEY)
+"""
+
+import os
+
+import jwt
+from flask import Flask, jsonify, request
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+app = Flask(__name__)
+SECRET = os.environ["JWT_SECRET_KEY"]
+pool = ConnectionPool(
+    os.environ["DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://"),
+    min_size=int(os.environ.get("DB_POOL_SIZE", 5)),
+    max_size=int(os.environ.get("DB_POOL_SIZE", 5)),
+    kwargs={"autocommit": True, "row_factory": dict_row},
+    open=False,
+)
+
+SESSION_AND_TENANT = """
+    SELECT t.id, t.name, t.slug, t.subscription_tier::text AS subscription_tier, t.is_active, t.settings,
+           t.created_at, t.updated_at
+    FROM auth_sessions s
+    JOIN tenant_admins a ON a.id = s.admin_id
+    JOIN tenants t ON t.id = s.tenant_id
+    WHERE s.id = %s AND s.admin_id = %s AND s.revoked_at IS NULL AND s.expires_at > now()
+      AND a.is_active AND t.is_active
+"""
+ADMINS_PAGE = """
+    SELECT id, email, full_name, role::text AS role, is_active, last_login, created_at, updated_at,
+           count(*) OVER () AS total
+    FROM tenant_admins WHERE tenant_id = %s ORDER BY created_at, id LIMIT 20
+"""
+
+
+def _claims():
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        return None
+    try:
+        return jwt.decode(header[7:], SECRET, algorithms=["HS256"])
+    except jwt.InvalidTokenError:
+        return None
+
+
+def _unauthorized():
+    return jsonify(error="unauthorized"), 401
+
+
+@app.get("/api/v1/tenants/me")
+def tenant_me():
+    claims = _claims()
+    if claims is None:
+        return _unauthorized()
+    with pool.connection() as conn:
+        tenant = conn.execute(SESSION_AND_TENANT, (claims["sid"], claims["sub"])).fetchone()
+    if tenant is None:
+        return _unauthorized()
+    return jsonify(tenant)
+
+
+@app.get("/api/v1/tenants/me/admins")
+def admins():
+    claims = _claims()
+    if claims is None:
+        return _unauthorized()
+    with pool.connection() as conn:
+        tenant = conn.execute(SESSION_AND_TENANT, (claims["sid"], claims["sub"])).fetchone()
+        if tenant is None:
+            return _unauthorized()
+        rows = conn.execute(ADMINS_PAGE, (tenant["id"],)).fetchall()
+    total = rows[0].pop("total") if rows else 0
+    for row in rows[1:]:
+        row.pop("total")
+    return jsonify(items=rows, page=1, page_size=20, total=total, pages=(total + 19) // 20)
+
+
+@app.get("/health")
+def health():
+    return jsonify(status="ok")
+
+
+pool.open()

@@ -1,0 +1,308 @@
+"""`make bench`: the service's speed, measured under gunicorn with production settings.
+
+Sets up a benchmark database (BENCH_DATABASE_URL, else the embedded PostgreSQL
+under instance/pgbench) with the three seed tenants plus 100 more, starts the
+service under gunicorn (APP_ENV=production, BCRYPT_ROUNDS=12, gunicorn.conf.py as
+shipped) and, in the same run, the floor app (bench/floor_app.py: Flask + psycopg
+pool + PyJWT doing the same database work), then prints a table and one JSON line:
+
+* bcrypt: one verification at cost 12, alone, in this process;
+* login: sequential p50; 100 concurrent logins of 100 different tenants (wall
+  time, p50, p95, successes) beside the ideal 100 x bcrypt / cores;
+* refresh: sequential p50;
+* GET /api/v1/tenants/me and /tenants/me/admins at 32 concurrent connections
+  with wrk (Debian's package): throughput, p50, p99, for the service and the
+  floor, and their ratios.
+
+Ratios against a floor measured in the same run keep the figures meaningful on a
+noisy machine. Only 127.0.0.1 is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import bcrypt
+import psycopg
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+BIN = Path(sys.executable).parent
+EXTRA_TENANTS = 100
+PASSWORD = "bench-password-0123"
+WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", 10))
+WRK_CONNECTIONS = 32
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class Server:
+    def __init__(self, app: str, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(
+            [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), app],
+            cwd=ROOT,
+            env={**env, "PORT": str(self.port), "HOST": "127.0.0.1"},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{app} did not start:\n{Path(self.log.name).read_text()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=30)
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
+
+
+def database() -> str:
+    url = os.environ.get("BENCH_DATABASE_URL")
+    if url:
+        maintenance, name = url.rsplit("/", 1)[0] + "/postgres", url.rsplit("/", 1)[1].split("?")[0]
+    else:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from embedded_pg import start
+
+        base = start((ROOT / "instance" / "pgbench").resolve(), "postgres", cleanup_mode="stop")
+        maintenance, name = base, "wafaa_bench"
+    with psycopg.connect(maintenance, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    if url:
+        return url
+    head, _, query = maintenance.partition("?")
+    return head.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
+
+
+def production_env(database_url: str) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("APP_", "TEST_"))},
+        "APP_ENV": "production",
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "JWT_SECRET_KEY": secrets.token_urlsafe(48),
+        "BCRYPT_ROUNDS": "12",
+        "SEED_ADMIN_PASSWORD": PASSWORD,
+        "CORS_ORIGINS": '["https://app.example.com"]',
+        "LOG_LEVEL": "WARNING",
+        # The limiter stays on (its cost is part of every request), with limits
+        # no benchmark run can reach.
+        "RATELIMIT_LOGIN_PER_IP": "1000000/minute",
+        "RATELIMIT_LOGIN_PER_ACCOUNT": "1000000/minute",
+        "RATELIMIT_REFRESH_PER_IP": "1000000/minute",
+        "RATELIMIT_AUTHENTICATED": "1000000/minute",
+    }
+
+
+def prepare(env: dict[str, str]) -> list[str]:
+    """Migrate, seed, add 100 tenants with an owner each; return their emails."""
+    flask = [str(BIN / "flask"), "--app", "wsgi"]
+    subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run([*flask, "seed"], cwd=ROOT, env=env, check=True, capture_output=True)
+    password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(12)).decode()
+    emails = [f"owner@bench-{n:03d}.example.com" for n in range(EXTRA_TENANTS)]
+    with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn, conn.transaction():
+        conn.execute("SELECT set_config('app.system', 'on', true)")
+        for n, email in enumerate(emails):
+            tenant_id = uuid.uuid4()
+            conn.execute(
+                "INSERT INTO tenants (id, name, slug) VALUES (%s, %s, %s)",
+                (tenant_id, f"Bench {n}", f"bench-{n:03d}"),
+            )
+            conn.execute(
+                "INSERT INTO tenant_admins (tenant_id, email, full_name, role, password_hash)"
+                " VALUES (%s, %s, %s, 'owner', %s)",
+                (tenant_id, email, f"Bench Owner {n}", password_hash),
+            )
+    return emails
+
+
+def login(url: str, email: str) -> tuple[float, dict | None]:
+    started = time.perf_counter()
+    response = requests.post(f"{url}/api/v1/auth/login", json={"email": email, "password": PASSWORD}, timeout=120)
+    elapsed = time.perf_counter() - started
+    return elapsed, response.json() if response.status_code == 200 else None
+
+
+def bcrypt_seconds() -> float:
+    password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(12))
+    timings = []
+    for _ in range(10):
+        started = time.perf_counter()
+        bcrypt.checkpw(PASSWORD.encode(), password_hash)
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
+
+
+def wrk(url: str, path: str, token: str) -> dict:
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    script.write(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
+    script.close()
+    output = subprocess.run(
+        ["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{WRK_SECONDS}s", "--latency", "-s", script.name, url + path],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(script.name)
+
+    def latency_ms(label: str) -> float:
+        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50_ms": latency_ms("50"),
+        "p99_ms": latency_ms("99"),
+        "errors": int(non_2xx.group(1)) if non_2xx else 0,
+    }
+
+
+def ensure_wrk() -> None:
+    if shutil.which("wrk"):
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, capture_output=True)
+        return
+    sys.exit("wrk is required: apt-get install wrk (Debian) or your system's package")
+
+
+def main() -> int:
+    ensure_wrk()
+    cores = os.cpu_count() or 1
+    print(f"Preparing the benchmark database ({EXTRA_TENANTS} tenants beyond the seed)...", flush=True)
+    env = production_env(database())
+    emails = prepare(env)
+    results: dict = {"cores": cores}
+
+    results["bcrypt_verify_ms"] = bcrypt_seconds() * 1000
+    service = Server("wsgi:app", env)
+    floor = None
+    try:
+        # Sequential logins, after one warm-up per worker.
+        for _ in range(2):
+            login(service.url, "owner@acme.example.com")
+        timings = [login(service.url, "owner@acme.example.com")[0] for _ in range(20)]
+        results["login_p50_ms"] = statistics.median(timings) * 1000
+
+        # 100 logins of 100 different tenants, all at once.
+        with ThreadPoolExecutor(max_workers=len(emails)) as pool:
+            started = time.perf_counter()
+            outcomes = list(pool.map(lambda email: login(service.url, email), emails))
+            wall = time.perf_counter() - started
+        latencies = [elapsed for elapsed, _ in outcomes]
+        results["concurrent_logins"] = {
+            "wall_s": wall,
+            "p50_ms": percentile(latencies, 50) * 1000,
+            "p95_ms": percentile(latencies, 95) * 1000,
+            "successes": sum(1 for _, tokens in outcomes if tokens),
+            "ideal_s": len(emails) * results["bcrypt_verify_ms"] / 1000 / cores,
+        }
+        results["concurrent_logins"]["efficiency"] = results["concurrent_logins"]["ideal_s"] / wall
+
+        # Refresh: a chain of rotations.
+        tokens = login(service.url, "admin@acme.example.com")[1]
+        refresh_token, timings = tokens["refresh_token"], []
+        for _ in range(50):
+            started = time.perf_counter()
+            response = requests.post(
+                f"{service.url}/api/v1/auth/refresh", headers={"Authorization": f"Bearer {refresh_token}"}
+            )
+            timings.append(time.perf_counter() - started)
+            refresh_token = response.json()["refresh_token"]
+        results["refresh_p50_ms"] = statistics.median(timings) * 1000
+
+        access = login(service.url, "owner@acme.example.com")[1]["access_token"]
+        floor = Server("bench.floor_app:app", env)
+        for path, key in (("/api/v1/tenants/me", "tenant_me"), ("/api/v1/tenants/me/admins", "admins")):
+            ours, base = wrk(service.url, path, access), wrk(floor.url, path, access)
+            results[key] = {
+                "service": ours,
+                "floor": base,
+                "throughput_ratio": ours["rps"] / base["rps"],
+                "p99_ratio": ours["p99_ms"] / base["p99_ms"],
+            }
+    finally:
+        service.stop()
+        if floor is not None:
+            floor.stop()
+
+    report(results)
+    return 0
+
+
+def report(r: dict) -> None:
+    c = r["concurrent_logins"]
+    login_overhead = r["login_p50_ms"] - r["bcrypt_verify_ms"]
+    rows = [
+        ("bcrypt verify (cost 12), alone", f"{r['bcrypt_verify_ms']:.1f} ms", ""),
+        ("login p50, sequential", f"{r['login_p50_ms']:.1f} ms", f"bcrypt + {login_overhead:.1f} ms"),
+        ("100 concurrent logins, wall", f"{c['wall_s']:.2f} s", f"ideal {c['ideal_s']:.2f} s: {c['efficiency']:.0%}"),
+        ("100 concurrent logins, p50 / p95", f"{c['p50_ms']:.0f} / {c['p95_ms']:.0f} ms", f"{c['successes']}/100 ok"),
+        ("refresh p50", f"{r['refresh_p50_ms']:.1f} ms", ""),
+    ]
+    for key, label in (("tenant_me", "GET /tenants/me"), ("admins", "GET /tenants/me/admins")):
+        s, f, ratios = r[key]["service"], r[key]["floor"], r[key]
+        rows.append(
+            (
+                f"{label} throughput (32 conn)",
+                f"{s['rps']:.0f} req/s",
+                f"floor {f['rps']:.0f}: ratio {ratios['throughput_ratio']:.2f}",
+            )
+        )
+        rows.append(
+            (
+                f"{label} p50 / p99",
+                f"{s['p50_ms']:.2f} / {s['p99_ms']:.2f} ms",
+                f"floor {f['p50_ms']:.2f} / {f['p99_ms']:.2f}: p99 ratio {ratios['p99_ratio']:.2f}",
+            )
+        )
+        if s["errors"] or f["errors"]:
+            rows.append((f"{label} non-2xx", str(s["errors"]), f"floor {f['errors']}"))
+    width = max(len(row[0]) for row in rows)
+    print(f"\nWafaa benchmark, {r['cores']} cores, gunicorn.conf.py defaults, APP_ENV=production\n")
+    for name, value, note in rows:
+        print(f"  {name:<{width}}  {value:>18}  {note}")
+    print("\n" + json.dumps(r, separators=(",", ":")))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

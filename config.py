@@ -1,0 +1,279 @@
+"""Configuration, read from the environment (and `.env` through python-dotenv).
+
+Every setting is parsed when a config object is created, so a bad value stops the
+process at start-up with a message that names the variable, instead of surfacing
+later as a confusing runtime error. `ProductionConfig` adds the checks that keep
+an insecure deployment from starting at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+
+from dotenv import dotenv_values, load_dotenv
+
+BASE_DIR = Path(__file__).resolve().parent
+
+# Symmetric algorithms only: the service both signs and verifies its tokens.
+JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
+MIN_SECRET_LENGTH = 32
+MIN_PRODUCTION_BCRYPT_ROUNDS = 12
+# An origin is scheme://host[:port], nothing more. Anything else (a path, a regex,
+# a wildcard) is refused, because flask-cors treats strings with regex characters
+# as patterns and a pattern is how look-alike origins slip through.
+_ORIGIN_RE = re.compile(r"^https?://[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip()
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = env_str(name)
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be one of true/false/1/0/yes/no/on/off, got {value!r}")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    value = env_str(name)
+    if value is None:
+        number = default
+    else:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {number}")
+    if maximum is not None and number > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {number}")
+    return number
+
+
+def env_origins(name: str, default: list[str]) -> list[str]:
+    value = env_str(name)
+    if value is None:
+        return list(default)
+    try:
+        origins = json.loads(value)
+    except json.JSONDecodeError:
+        raise ConfigError(f'{name} must be a JSON list such as ["https://app.example.com"]') from None
+    if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+        raise ConfigError(f'{name} must be a JSON list of strings such as ["https://app.example.com"]')
+    for origin in origins:
+        if origin != "*" and not _ORIGIN_RE.match(origin):
+            raise ConfigError(f"{name} entry {origin!r} is not an origin (scheme://host[:port], lower-case)")
+    return origins
+
+
+def database_url(url: str, name: str = "DATABASE_URL") -> str:
+    """Accept the usual `postgresql://` form and use psycopg 3 for it."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    if url.startswith("postgresql+psycopg://"):
+        return url
+    raise ConfigError(f"{name} must be a PostgreSQL URL (postgresql://user:password@host:port/dbname)")
+
+
+class Config:
+    """Settings shared by every environment. Instantiate to read the environment."""
+
+    ENV_NAME = "base"
+    LOAD_DOTENV = True
+    # Development-only fallbacks; ProductionConfig sets these to None so that a
+    # missing value is an error there, never a silent default.
+    DEFAULT_SECRET: str | None = None
+    DEFAULT_SEED_PASSWORD: str | None = None
+    DEFAULT_BCRYPT_ROUNDS = 12
+    DATABASE_URL_VARIABLE = "DATABASE_URL"
+    DEFAULT_RATE_LIMITS = {
+        "RATELIMIT_LOGIN_PER_IP": "20/minute;200/hour",
+        "RATELIMIT_LOGIN_PER_ACCOUNT": "10/minute;50/hour",
+        "RATELIMIT_REFRESH_PER_IP": "60/minute",
+        "RATELIMIT_AUTHENTICATED": "600/minute",
+    }
+
+    def __init__(self) -> None:
+        if self.LOAD_DOTENV:
+            # Real environment variables win over the file.
+            load_dotenv(BASE_DIR / ".env", override=False)
+
+        self.APP_NAME = env_str("APP_NAME", "Wafaa AI Concierge")
+        self.APP_VERSION = env_str("APP_VERSION", "1.0.0")
+        self.API_VERSION = "v1"
+        self.DEBUG = env_bool("DEBUG", False)
+        self.TESTING = False
+        self.LOG_LEVEL = (env_str("LOG_LEVEL", "INFO") or "INFO").upper()
+        if self.LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.LOG_LEVEL!r}")
+
+        self.SECRET_KEY = env_str("SECRET_KEY", self.DEFAULT_SECRET)
+        self.JWT_SECRET_KEY = env_str("JWT_SECRET_KEY", self.DEFAULT_SECRET)
+        self.JWT_ALGORITHM = env_str("JWT_ALGORITHM", "HS256")
+        if self.JWT_ALGORITHM not in JWT_ALGORITHMS:
+            raise ConfigError(f"JWT_ALGORITHM must be one of {', '.join(JWT_ALGORITHMS)}, got {self.JWT_ALGORITHM!r}")
+        self.JWT_DECODE_ALGORITHMS = [self.JWT_ALGORITHM]
+        self.ACCESS_TOKEN_EXPIRE_MINUTES = env_int("ACCESS_TOKEN_EXPIRE_MINUTES", 30, minimum=1, maximum=24 * 60)
+        self.REFRESH_TOKEN_EXPIRE_DAYS = env_int("REFRESH_TOKEN_EXPIRE_DAYS", 7, minimum=1, maximum=90)
+        self.JWT_ACCESS_TOKEN_EXPIRES = timedelta(minutes=self.ACCESS_TOKEN_EXPIRE_MINUTES)
+        self.JWT_REFRESH_TOKEN_EXPIRES = timedelta(days=self.REFRESH_TOKEN_EXPIRE_DAYS)
+        # Tokens are read from the Authorization header only (never the query
+        # string, where they would end up in proxy and browser logs); the refresh
+        # endpoint also accepts the token in its JSON body.
+        self.JWT_TOKEN_LOCATION = ["headers"]
+        self.JWT_REFRESH_JSON_KEY = "refresh_token"
+        self.JWT_COOKIE_CSRF_PROTECT = False  # no cookies, so no CSRF claim in tokens
+        # A replayed refresh token is forgiven for this long after its rotation,
+        # so two browser tabs refreshing at once do not log the user out.
+        self.REFRESH_REUSE_GRACE_SECONDS = env_int("REFRESH_REUSE_GRACE_SECONDS", 10, minimum=0, maximum=300)
+        # Revoked sessions are kept this long for investigation, then purged.
+        self.SESSION_RETENTION_DAYS = env_int("SESSION_RETENTION_DAYS", 30, minimum=1)
+
+        self.BCRYPT_ROUNDS = env_int("BCRYPT_ROUNDS", self.DEFAULT_BCRYPT_ROUNDS, minimum=4, maximum=16)
+        self.SEED_ADMIN_PASSWORD = env_str("SEED_ADMIN_PASSWORD", self.DEFAULT_SEED_PASSWORD)
+
+        raw_url = env_str(self.DATABASE_URL_VARIABLE)
+        self.SQLALCHEMY_DATABASE_URI = database_url(raw_url, self.DATABASE_URL_VARIABLE) if raw_url else None
+        # The PostgreSQL role every request runs as (SET LOCAL ROLE); created by
+        # the migrations. It is neither superuser, nor BYPASSRLS, nor table owner,
+        # so row-level security applies to it.
+        self.DB_APP_ROLE = env_str("DB_APP_ROLE", "wafaa_app")
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", self.DB_APP_ROLE or ""):
+            raise ConfigError("DB_APP_ROLE must be a lower-case PostgreSQL identifier")
+        self.DB_POOL_SIZE = env_int("DB_POOL_SIZE", 5, minimum=1)
+        self.DB_MAX_OVERFLOW = env_int("DB_MAX_OVERFLOW", 2, minimum=0)
+        self.DB_POOL_TIMEOUT = env_int("DB_POOL_TIMEOUT", 5, minimum=1)
+        self.DB_CONNECT_TIMEOUT = env_int("DB_CONNECT_TIMEOUT", 2, minimum=1)
+        self.DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 5000, minimum=100)
+        self.SQLALCHEMY_ENGINE_OPTIONS = {
+            "pool_size": self.DB_POOL_SIZE,
+            "max_overflow": self.DB_MAX_OVERFLOW,
+            # Shorter than gunicorn's worker timeout: an exhausted pool answers 503
+            # instead of the worker being killed mid-request.
+            "pool_timeout": self.DB_POOL_TIMEOUT,
+            # Connections idle for a while are pinged before reuse instead
+            # (wafaa/db_pool.py): one round trip less per request under load.
+            "pool_pre_ping": False,
+            "pool_recycle": 1800,
+            # psycopg runs in autocommit mode and wafaa.tenancy opens every
+            # transaction itself, with BEGIN and the tenant settings in a single
+            # round trip. The ORM still sees ordinary transactions.
+            "isolation_level": "AUTOCOMMIT",
+            # Statements and their parameters never appear in error messages, so
+            # they cannot reach a log line.
+            "hide_parameters": True,
+            "connect_args": {"connect_timeout": self.DB_CONNECT_TIMEOUT, "application_name": "wafaa"},
+        }
+        self.SQLALCHEMY_TRACK_MODIFICATIONS = False
+
+        self.CORS_ORIGINS = env_origins("CORS_ORIGINS", [])
+        self.TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=5)
+        self.MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1024)
+
+        self.RATELIMIT_STORAGE_URI = env_str("RATELIMIT_STORAGE_URI", "memory://")
+        self.RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
+        for name, default in self.DEFAULT_RATE_LIMITS.items():
+            setattr(self, name, env_str(name, default))
+        self.LOGIN_LOCKOUT_THRESHOLD = env_int("LOGIN_LOCKOUT_THRESHOLD", 10, minimum=1)
+        self.LOGIN_LOCKOUT_WINDOW_MINUTES = env_int("LOGIN_LOCKOUT_WINDOW_MINUTES", 15, minimum=1)
+
+        # flask-smorest / OpenAPI. Swagger UI's assets are served by the app
+        # itself (see wafaa/docs.py), so /docs works with no internet access.
+        self.API_TITLE = self.APP_NAME
+        self.OPENAPI_VERSION = "3.0.3"
+        self.OPENAPI_URL_PREFIX = "/"
+        self.OPENAPI_JSON_PATH = "openapi.json"
+        self.OPENAPI_SWAGGER_UI_PATH = "docs"
+        self.OPENAPI_SWAGGER_UI_URL = "/docs/assets/"
+        self.OPENAPI_SWAGGER_UI_CONFIG = {"validatorUrl": None, "persistAuthorization": False}
+
+        self.JSON_SORT_KEYS = False
+        self.PROPAGATE_EXCEPTIONS = False
+
+        self.validate()
+
+    def validate(self) -> None:
+        for name in ("SECRET_KEY", "JWT_SECRET_KEY"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name} is not set")
+        if not self.SQLALCHEMY_DATABASE_URI:
+            raise ConfigError(f"{self.DATABASE_URL_VARIABLE} is not set")
+
+
+class DevelopmentConfig(Config):
+    ENV_NAME = "development"
+    DEFAULT_SECRET = "dev-only-secret-do-not-use-in-production-0123456789"
+    DEFAULT_SEED_PASSWORD = "wafaa-demo-password"
+
+
+class TestConfig(Config):
+    __test__ = False  # not a pytest test class, despite the name
+    ENV_NAME = "testing"
+    # Tests never read a developer's .env: they must behave the same everywhere.
+    LOAD_DOTENV = False
+    DEFAULT_SECRET = "test-only-secret-0123456789abcdef0123456789"
+    DEFAULT_SEED_PASSWORD = "wafaa-demo-password"
+    # Fast hashes keep the suite quick; production refuses anything below 12.
+    DEFAULT_BCRYPT_ROUNDS = 4
+    # The suite never touches the database DATABASE_URL names.
+    DATABASE_URL_VARIABLE = "TEST_DATABASE_URL"
+    # The suite logs in hundreds of times from 127.0.0.1; the rate-limit tests set
+    # their own, low limits.
+    DEFAULT_RATE_LIMITS = dict.fromkeys(Config.DEFAULT_RATE_LIMITS, "100000/minute")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.TESTING = True
+
+
+class ProductionConfig(Config):
+    ENV_NAME = "production"
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("SECRET_KEY", "JWT_SECRET_KEY"):
+            if len(getattr(self, name)) < MIN_SECRET_LENGTH:
+                raise ConfigError(f"{name} must be at least {MIN_SECRET_LENGTH} characters long")
+        if self.DEBUG:
+            raise ConfigError("DEBUG must be off in production")
+        if "*" in self.CORS_ORIGINS:
+            raise ConfigError("CORS_ORIGINS must list explicit origins in production, not '*'")
+        if self.BCRYPT_ROUNDS < MIN_PRODUCTION_BCRYPT_ROUNDS:
+            raise ConfigError(f"BCRYPT_ROUNDS must be at least {MIN_PRODUCTION_BCRYPT_ROUNDS} in production")
+
+
+CONFIGS: dict[str, type[Config]] = {
+    "development": DevelopmentConfig,
+    "testing": TestConfig,
+    "production": ProductionConfig,
+}
+
+
+def config_class_from_env() -> type[Config]:
+    """APP_ENV (environment, else .env) picks the config; production unless told
+    otherwise, so that a forgotten setting fails closed."""
+    name = (env_str("APP_ENV") or dotenv_values(BASE_DIR / ".env").get("APP_ENV") or "production").strip().lower()
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise ConfigError(f"APP_ENV must be one of {', '.join(CONFIGS)}, got {name!r}") from None

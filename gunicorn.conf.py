@@ -1,0 +1,64 @@
+"""gunicorn settings for the Wafaa backend: `gunicorn -c gunicorn.conf.py wsgi:app`.
+
+Tuned on the 2-core reference machine with `make bench` (see docs/performance.md).
+Every value can be overridden with the environment variable named beside it.
+"""
+
+import json
+import os
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+
+# One process per core: the work is CPU-bound Python (and bcrypt, which releases
+# the GIL). Threads inside each worker overlap the waits on PostgreSQL and let a
+# worker use a second core during bcrypt. Keep DB_POOL_SIZE >= threads.
+workers = _int("WEB_CONCURRENCY", os.cpu_count() or 2)
+worker_class = "gthread"
+threads = _int("GUNICORN_THREADS", 4)
+
+# A request that takes 30 s is stuck: the worker is replaced. The database pool
+# gives up sooner (DB_POOL_TIMEOUT), so a saturated pool answers 503, not a kill.
+timeout = _int("GUNICORN_TIMEOUT", 30)
+# On SIGTERM (deploys), requests in flight get this long to finish.
+graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+# Behind a load balancer that reuses connections, keep them open a little longer
+# than nothing, but shorter than the balancer's own idle timeout.
+keepalive = _int("GUNICORN_KEEPALIVE", 5)
+# Recycle workers now and then, with jitter so they do not all restart at once.
+max_requests = _int("GUNICORN_MAX_REQUESTS", 10000)
+max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 1000)
+
+# The app writes one JSON access line per request itself (with request, tenant and
+# user ids), so gunicorn's own access log is off and its error log is JSON too.
+accesslog = None
+errorlog = "-"
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "wafaa.logging.JsonFormatter"}},
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
+    # The app adds its own JSON handler to the root logger in each worker.
+    "root": {"level": os.environ.get("LOG_LEVEL", "INFO"), "handlers": []},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stdout"], "level": os.environ.get("LOG_LEVEL", "INFO"), "propagate": False},
+    },
+}
+
+
+def post_worker_init(worker) -> None:
+    # Compute bcrypt's dummy hash before the first request, so that the first
+    # unknown-email login of each worker is not slower than the others.
+    from wafaa.passwords import warm_up
+    from wsgi import app
+
+    with app.app_context():
+        warm_up()
+
+
+def when_ready(server) -> None:
+    server.log.info(json.dumps({"event": "ready", "workers": workers, "threads": threads}))

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# `make run`: migrate, seed and serve with gunicorn on http://$HOST:$PORT.
+# Without DATABASE_URL (in the environment or .env) an embedded PostgreSQL is
+# started, with its data kept under instance/pgdata, and stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+
+export APP_ENV="${APP_ENV:-$("$BIN/python" -c 'from dotenv import dotenv_values; print(dotenv_values(".env").get("APP_ENV") or "development")')}"
+if [ -z "${DATABASE_URL:-}" ]; then
+  DATABASE_URL="$("$BIN/python" -c 'from dotenv import dotenv_values; print(dotenv_values(".env").get("DATABASE_URL") or "")')"
+fi
+if [ -z "$DATABASE_URL" ]; then
+  echo "DATABASE_URL is not set: starting the embedded PostgreSQL (data in instance/pgdata)"
+  DATABASE_URL="$("$BIN/python" scripts/embedded_pg.py start)"
+  trap '"$BIN/python" scripts/embedded_pg.py stop' EXIT
+fi
+export DATABASE_URL
+
+"$BIN/flask" --app wsgi db upgrade
+"$BIN/flask" --app wsgi seed
+echo "Serving on http://${HOST:-127.0.0.1}:${PORT:-8000} (API docs: /docs). Ctrl-C stops."
+"$BIN/gunicorn" -c gunicorn.conf.py wsgi:app

@@ -1,0 +1,176 @@
+"""Fixtures shared by the whole suite.
+
+The suite runs against a real PostgreSQL: TEST_DATABASE_URL when set (CI points it
+at the machine's PostgreSQL 15), otherwise an embedded server (pgserver) under
+instance/pgtest. The test database is dropped and re-created at the start of a
+run, and its schema is built by the migrations, never by create_all. Each test
+leaves the tables empty for the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from config import TestConfig
+from tests.support import ApiClient, Factory
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLES = ("audit_logs", "auth_sessions", "tenant_admins", "tenants")
+# pgserver narrates every start and stop at INFO.
+logging.getLogger("pgserver").setLevel(logging.WARNING)
+
+
+def _server_and_database() -> tuple[str, str]:
+    """(URL of the maintenance database, name of the test database)."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        parsed = make_url(url)
+        return parsed.set(database="postgres").render_as_string(hide_password=False), parsed.database
+    import pgserver
+
+    data = ROOT / "instance" / "pgtest"
+    data.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(data, cleanup_mode="stop")
+    return server.get_uri("postgres"), "wafaa_test"
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    maintenance_url, name = _server_and_database()
+    if "test" not in name:
+        pytest.exit(f"refusing to recreate database {name!r}: its name must contain 'test'", returncode=2)
+    with psycopg.connect(_libpq(maintenance_url), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_url(_libpq(maintenance_url)).set(database=name).render_as_string(hide_password=False)
+    # TestConfig (and gunicorn started by tests) read the URL from here.
+    os.environ["TEST_DATABASE_URL"] = url
+    os.environ["APP_ENV"] = "testing"
+    return url
+
+
+@pytest.fixture(scope="session")
+def migrated(database_url: str) -> str:
+    from flask_migrate import upgrade
+
+    from wafaa import create_app
+
+    app = create_app(TestConfig)
+    with app.app_context():
+        upgrade()
+        from wafaa.extensions import db
+
+        db.engine.dispose()
+    return database_url
+
+
+def dispose(app) -> None:
+    """Close an app's pooled connections (else psycopg warns when they are collected)."""
+    from wafaa.extensions import db
+
+    with app.app_context():
+        for engine in db.engines.values():
+            engine.dispose()
+    health_engine = app.extensions.get("wafaa_health_engine")
+    if health_engine is not None:
+        health_engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def app(migrated: str):
+    from wafaa import create_app
+
+    app = create_app(TestConfig)
+    yield app
+    dispose(app)
+
+
+@pytest.fixture
+def make_app(monkeypatch, migrated):
+    """Build apps with extra environment settings (limits, timeouts...); their
+    connections are closed after the test."""
+    from wafaa import create_app
+
+    apps = []
+
+    def make(**env: str):
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        apps.append(create_app(TestConfig))
+        return apps[-1]
+
+    yield make
+    for app in apps:
+        dispose(app)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def raw_db(migrated: str):
+    """A plain psycopg connection as the connecting role (superuser in tests), for
+    checking what is really in the tables, beneath the application."""
+    with psycopg.connect(_libpq(migrated), autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture(autouse=True)
+def _clean_state(request):
+    yield
+    if "migrated" not in request.fixturenames:
+        return
+    url = request.getfixturevalue("migrated")
+    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {', '.join(TABLES)}")
+    if "app" in request.fixturenames:
+        app = request.getfixturevalue("app")
+        with app.app_context():
+            app.extensions["wafaa_limiter"].reset()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A Redis for the rate-limit tests, emptied first. Skipped without one, except
+    in CI, where a missing Redis is a failure."""
+    import redis
+
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        client.flushdb()
+    except redis.RedisError as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis at {url} is required in CI: {error}")
+        pytest.skip(f"no Redis at {url}")
+    finally:
+        client.close()
+    return url
+
+
+@pytest.fixture
+def factory(app) -> Factory:
+    return Factory(app)
+
+
+@pytest.fixture
+def api(client, factory) -> ApiClient:
+    return ApiClient(client, factory)

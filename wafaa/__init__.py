@@ -1,0 +1,58 @@
+"""Wafaa AI Concierge backend: the application factory."""
+
+from __future__ import annotations
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from config import Config, config_class_from_env
+
+
+def create_app(config_class: type[Config] | None = None) -> Flask:
+    """Build the app: config, logging, extensions, blueprints, error handlers, CLI."""
+    from wafaa import audit, cli, db_pool, docs, errors, http_guards, security, tenancy
+    from wafaa import logging as wafaa_logging
+    from wafaa.api import register as register_blueprints
+    from wafaa.extensions import api, cors, db, jwt, migrate
+    from wafaa.ratelimit import init_app as init_ratelimit
+
+    config = (config_class or config_class_from_env())()
+    app = Flask(__name__, static_folder=None)
+    app.config.from_object(config)
+    app.config["ENV_NAME"] = config.ENV_NAME
+
+    if app.config["TRUSTED_PROXY_COUNT"]:
+        # Believe X-Forwarded-For only as far as our own proxies wrote it.
+        count = app.config["TRUSTED_PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)
+
+    wafaa_logging.init_app(app)  # first: every later hook can log with the request id
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(_migrations_dir()))
+    jwt.init_app(app)
+    cors.init_app(
+        app,
+        origins=app.config["CORS_ORIGINS"],
+        supports_credentials=False,
+        expose_headers=["X-Request-ID", "Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"],
+        max_age=600,
+    )
+    api.init_app(app)
+    api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    db_pool.init_app(app)
+    tenancy.init_app(app)
+    audit.init_app(app)  # after tenancy: its flush listener sees stamped tenant ids
+    http_guards.init_app(app)
+    security.init_app(app)  # after http_guards: a bad body is refused before any token work
+    errors.init_app(app)  # after api.init_app: replaces flask-smorest's error handler
+    register_blueprints(api)
+    init_ratelimit(app)  # after the blueprints and security: limits wrap views, need the identity
+    docs.init_app(app)
+    cli.init_app(app)
+    return app
+
+
+def _migrations_dir():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent.parent / "migrations"

@@ -1,0 +1,47 @@
+"""Blueprints of the public API, and the Blueprint helpers they share."""
+
+from http import HTTPStatus
+
+import flask_smorest
+
+from wafaa.security import ACCESS, PUBLIC, REFRESH, requires
+
+BEARER = [{"bearerAuth": []}]
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest's Blueprint plus the auth requirement and the error responses.
+
+    Every endpoint needs an access token unless it is marked otherwise (enforced by
+    wafaa.security at runtime, whatever the documentation says); these decorators
+    set the requirement and document it, with its 401, in one place.
+    """
+
+    def errors(self, *statuses: int):
+        """Document error responses, each with the one error schema."""
+
+        def decorate(view):
+            for status in statuses:
+                view = self.alt_response(status, response=HTTPStatus(status).name)(view)
+            return view
+
+        return decorate
+
+    def public(self, view):
+        view = self.doc(security=[])(view)
+        return requires(PUBLIC)(view)
+
+    def authenticated(self, view=None, *, refresh: bool = False):
+        def decorate(func):
+            func = self.errors(401, 429, 503)(func)
+            func = self.doc(security=BEARER)(func)
+            return requires(REFRESH if refresh else ACCESS)(func)
+
+        return decorate(view) if view is not None else decorate
+
+
+def register(api) -> None:
+    from wafaa.api import auth, system, tenants
+
+    for module in (system, auth, tenants):
+        api.register_blueprint(module.blp)

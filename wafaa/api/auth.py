@@ -1,0 +1,78 @@
+"""Authentication: login, token refresh, logout and the caller's sessions."""
+
+import uuid
+
+from flask.views import MethodView
+
+from wafaa.api import Blueprint
+from wafaa.schemas.auth import LoginSchema, LogoutSchema, RefreshSchema, SessionSchema, TokenPairSchema
+from wafaa.security import current_identity
+from wafaa.services import sessions
+
+# Rate limits of these endpoints (per IP, per account): wafaa/ratelimit.py.
+blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Login, tokens and sessions")
+
+
+@blp.route("/login")
+class Login(MethodView):
+    @blp.public
+    @blp.arguments(LoginSchema)
+    @blp.response(200, TokenPairSchema)
+    @blp.errors(401, 429, 503)
+    def post(self, credentials):
+        """Log in with email and password
+
+        Returns an access token and a refresh token. Every failure (unknown email,
+        wrong password, inactive account or tenant, locked account) is the same 401
+        `invalid_credentials`.
+        """
+        return sessions.login(credentials["email"], credentials["password"])
+
+
+@blp.route("/refresh")
+class Refresh(MethodView):
+    @blp.authenticated(refresh=True)
+    @blp.arguments(RefreshSchema)
+    @blp.response(200, TokenPairSchema)
+    def post(self, body):
+        """Exchange a refresh token for new tokens
+
+        Send the refresh token as `Authorization: Bearer <refresh token>` or as
+        `{"refresh_token": ...}`. The refresh token is rotated: the one sent stops
+        working. Replaying an already rotated refresh token (after a short grace
+        window for concurrent tabs) revokes the whole session.
+        """
+        return sessions.refresh(current_identity())
+
+
+@blp.route("/logout")
+class Logout(MethodView):
+    @blp.authenticated
+    @blp.arguments(LogoutSchema, required=False)
+    @blp.response(204)
+    def post(self, body):
+        """Log out
+
+        Revokes this token's session (its access and refresh tokens stop working
+        at once), or every session of the admin with `{"all_sessions": true}`.
+        """
+        sessions.logout(current_identity(), all_sessions=body.get("all_sessions", False))
+
+
+@blp.route("/sessions")
+class Sessions(MethodView):
+    @blp.authenticated
+    @blp.response(200, SessionSchema(many=True))
+    def get(self):
+        """List your active sessions"""
+        return sessions.active_sessions(current_identity())
+
+
+@blp.route("/sessions/<uuid:session_id>")
+class SessionById(MethodView):
+    @blp.authenticated
+    @blp.response(204)
+    @blp.errors(404)
+    def delete(self, session_id: uuid.UUID):
+        """Revoke one of your sessions"""
+        sessions.revoke_own_session(current_identity(), session_id)

@@ -1,0 +1,50 @@
+"""System endpoints: the health probe and what the service is."""
+
+from datetime import UTC, datetime
+
+from flask import current_app
+
+from wafaa.api import Blueprint
+from wafaa.health import check_database
+from wafaa.ratelimit import storage_check
+from wafaa.schemas.system import HealthSchema, SystemInfoSchema
+
+blp = Blueprint("system", __name__, description="Health and service information")
+
+
+@blp.route("/health")
+@blp.public
+@blp.response(200, HealthSchema)
+@blp.alt_response(503, schema=HealthSchema, description="A dependency is unavailable")
+def health():
+    """Health of the service and its database
+
+    200 when every check passes, 503 (same body) when one fails: the database,
+    and the rate limiter's shared storage when it is Redis. Meant for load
+    balancers and orchestrators; it takes at most about two seconds.
+    """
+    checks = {"database": check_database()}
+    limiter_storage = storage_check()
+    if limiter_storage is not None:
+        checks["rate_limit_storage"] = limiter_storage
+    healthy = all(check["status"] == "ok" for check in checks.values())
+    return {"status": "ok" if healthy else "unavailable", "checks": checks}, 200 if healthy else 503
+
+
+@blp.route("/api/v1/system/info")
+@blp.public
+@blp.response(200, SystemInfoSchema)
+def info():
+    """Name and version of the service
+
+    Deliberately nothing about the platform (no library, Python or server
+    versions): those only help an attacker.
+    """
+    config = current_app.config
+    return {
+        "name": config["APP_NAME"],
+        "version": config["APP_VERSION"],
+        "api_version": config["API_VERSION"],
+        "status": "ok",
+        "server_time": datetime.now(UTC),
+    }

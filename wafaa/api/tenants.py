@@ -1,0 +1,118 @@
+"""The caller's tenant, its admins and its audit log."""
+
+import uuid
+
+from flask import url_for
+from flask.views import MethodView
+from marshmallow import RAISE
+
+from wafaa.api import Blueprint
+from wafaa.extensions import db
+from wafaa.models import TenantAdmin
+from wafaa.permissions import require_manager
+from wafaa.schemas.admin import AdminCreateSchema, AdminListQuerySchema, AdminPageSchema, AdminSchema, AdminUpdateSchema
+from wafaa.schemas.audit import AuditLogPageSchema, AuditLogQuerySchema
+from wafaa.schemas.tenant import TenantSchema, TenantUpdateSchema
+from wafaa.security import current_identity
+from wafaa.services import admins, audit_log
+from wafaa.services.queries import get_or_404
+from wafaa.services.tenants import update_tenant
+
+blp = Blueprint(
+    "tenants", __name__, url_prefix="/api/v1/tenants/me", description="Your tenant, its admins and audit log"
+)
+
+
+@blp.route("")
+class CurrentTenant(MethodView):
+    @blp.authenticated
+    @blp.response(200, TenantSchema)
+    def get(self):
+        """Your tenant"""
+        return current_identity().tenant
+
+    @blp.authenticated
+    @blp.arguments(TenantUpdateSchema)
+    @blp.response(200, TenantSchema)
+    @blp.errors(403)
+    def patch(self, changes):
+        """Change your tenant's name or settings (owner, admin)
+
+        `settings` is a JSON Merge Patch: keys are merged into the current
+        settings and a `null` value removes a key. No other field can change.
+        """
+        identity = current_identity()
+        require_manager(identity.admin)
+        tenant = update_tenant(identity.tenant, changes)
+        db.session.commit()
+        return tenant
+
+
+@blp.route("/admins")
+class Admins(MethodView):
+    @blp.authenticated
+    @blp.arguments(AdminListQuerySchema, location="query", unknown=RAISE)
+    @blp.response(200, AdminPageSchema)
+    def get(self, query):
+        """List your tenant's admins, oldest first"""
+        return admins.list_admins(**query)
+
+    @blp.authenticated
+    @blp.arguments(AdminCreateSchema)
+    @blp.response(201, AdminSchema)
+    @blp.errors(403, 409)
+    def post(self, data):
+        """Add an admin (owner: any role; admin: admin or viewer)"""
+        admin = admins.create_admin(current_identity().admin, data)
+        db.session.commit()
+        return admin, 201, {"Location": url_for("tenants.AdminById", admin_id=admin.id)}
+
+
+@blp.route("/admins/<uuid:admin_id>")
+class AdminById(MethodView):
+    @blp.authenticated
+    @blp.response(200, AdminSchema)
+    @blp.errors(404)
+    def get(self, admin_id: uuid.UUID):
+        """One admin of your tenant"""
+        return get_or_404(TenantAdmin, admin_id)
+
+    @blp.authenticated
+    @blp.arguments(AdminUpdateSchema)
+    @blp.response(200, AdminSchema)
+    @blp.errors(403, 404, 409)
+    def patch(self, changes, admin_id: uuid.UUID):
+        """Change an admin's name, role or active state
+
+        Owners manage everyone; admins manage admins and viewers. The tenant's last
+        active owner cannot be demoted or deactivated (409). Deactivation ends the
+        admin's sessions at once.
+        """
+        admin = admins.update_admin(current_identity().admin, admin_id, changes)
+        db.session.commit()
+        return admin
+
+    @blp.authenticated
+    @blp.response(200, AdminSchema)
+    @blp.errors(403, 404, 409)
+    def delete(self, admin_id: uuid.UUID):
+        """Deactivate an admin
+
+        Admins are deactivated, never erased, so the audit log keeps pointing at
+        them. Their sessions end at once.
+        """
+        admin = admins.deactivate_admin(current_identity().admin, admin_id)
+        db.session.commit()
+        return admin
+
+
+@blp.route("/audit-logs")
+class AuditLogs(MethodView):
+    @blp.authenticated
+    @blp.arguments(AuditLogQuerySchema, location="query", unknown=RAISE)
+    @blp.response(200, AuditLogPageSchema)
+    @blp.errors(403)
+    def get(self, query):
+        """Your tenant's audit log, newest first (owner, admin)"""
+        require_manager(current_identity().admin)
+        return audit_log.list_audit_logs(**query)

@@ -1,0 +1,209 @@
+"""Writing audit events: automatically for model changes, explicitly for auth events.
+
+An `after_flush` listener turns every insert, update and delete of an audited model
+(one that declares `__audit_resource__`) into an `AuditLog` row. The rows are
+flushed by the same commit, in the same transaction: the change and its audit row
+commit or roll back together, and no view has to remember to log anything.
+(After the flush, not before: new rows then have their ids and defaults, and the
+attribute history still holds the values before the change.) Auth events, which change no audited model in a
+way worth recording (`auth.login`, `auth.logout`, ...), are written with `record()`.
+
+Details hold the changed fields before and after. Fields listed in
+`__audit_secret__` are reported as changed, never with a value; fields in
+`__audit_ignore__` (timestamps, login bookkeeping) are not reported at all.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from flask import Flask, g, has_request_context, request
+from sqlalchemy import event, inspect
+from sqlalchemy.orm import ORMExecuteState, Session
+
+from wafaa.extensions import db
+from wafaa.logging import current_request_id
+from wafaa.models import AuditLog, Tenant
+
+# The actions the service writes, for documentation and the audit-log filter.
+ACTIONS = (
+    "tenant.created",
+    "tenant.updated",
+    "tenant.deactivated",
+    "tenant.reactivated",
+    "admin.created",
+    "admin.updated",
+    "admin.deactivated",
+    "admin.reactivated",
+    "admin.password_changed",
+    "admin.deleted",
+    "auth.login",
+    "auth.login_failed",
+    "auth.account_locked",
+    "auth.logout",
+    "auth.session_revoked",
+    "auth.refresh_reuse_detected",
+)
+
+
+def client_ip() -> str | None:
+    # request.remote_addr already accounts for X-Forwarded-For when (and only
+    # when) TRUSTED_PROXY_COUNT > 0: see ProxyFix in create_app.
+    if not has_request_context() or not request.remote_addr:
+        return None
+    return request.remote_addr[:45]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def record(
+    action: str,
+    *,
+    tenant_id: uuid.UUID,
+    resource_type: str,
+    resource_id: uuid.UUID | str | None = None,
+    details: dict[str, Any] | None = None,
+    actor_id: uuid.UUID | None = None,
+) -> AuditLog:
+    """Add one audit row to the current unit of work (committed with it)."""
+    row = AuditLog(
+        id=uuid.uuid4(),
+        tenant_id=tenant_id,
+        user_id=actor_id if actor_id is not None else g.get("user_id"),
+        action=action,
+        resource_type=resource_type,
+        resource_id=str(resource_id) if resource_id is not None else None,
+        details={**(details or {}), **_context()},
+        ip_address=client_ip(),
+    )
+    db.session.add(row)
+    return row
+
+
+def _context() -> dict[str, Any]:
+    if has_request_context():
+        return {"request_id": current_request_id()}
+    return {"via": "cli"}
+
+
+def _tenant_of(obj: Any) -> uuid.UUID:
+    return obj.id if isinstance(obj, Tenant) else obj.tenant_id
+
+
+def _audited_fields(obj: Any) -> list[str]:
+    ignored = getattr(obj, "__audit_ignore__", frozenset())
+    return [attr.key for attr in inspect(obj).mapper.column_attrs if attr.key not in ignored]
+
+
+def _snapshot(obj: Any) -> dict[str, Any]:
+    secret = getattr(obj, "__audit_secret__", frozenset())
+    return {name: _jsonable(getattr(obj, name)) for name in _audited_fields(obj) if name not in secret}
+
+
+def ignore_change(obj: Any, field: str) -> None:
+    """Leave this pending change of `field` out of the audit row (bookkeeping
+    such as a password re-hash at a higher cost: the password did not change)."""
+    inspect(obj).info.setdefault("audit_ignore", set()).add(field)
+
+
+def _changes(obj: Any) -> dict[str, Any]:
+    state = inspect(obj)
+    secret = getattr(obj, "__audit_secret__", frozenset())
+    ignored = state.info.pop("audit_ignore", set())
+    changes: dict[str, Any] = {}
+    for name in _audited_fields(obj):
+        if name in ignored:
+            continue
+        history = state.attrs[name].history
+        if not history.has_changes():
+            continue
+        before = history.deleted[0] if history.deleted else None
+        after = history.added[0] if history.added else None
+        if before == after:
+            continue
+        if name in secret:
+            changes[name] = "changed"
+        else:
+            changes[name] = {"before": _jsonable(before), "after": _jsonable(after)}
+    return changes
+
+
+def _update_action(resource: str, obj: Any, changes: dict[str, Any]) -> str:
+    if "is_active" in changes:
+        return f"{resource}.deactivated" if not obj.is_active else f"{resource}.reactivated"
+    secret = getattr(obj, "__audit_secret__", frozenset())
+    if set(changes) <= secret:
+        return f"{resource}.password_changed"
+    return f"{resource}.updated"
+
+
+class AuditBypassError(RuntimeError):
+    """A bulk UPDATE or DELETE of an audited model would change rows unaudited."""
+
+
+def _refuse_unaudited_bulk_changes(state: ORMExecuteState) -> None:
+    if not (state.is_update or state.is_delete):
+        return
+    audited = [m.class_.__name__ for m in state.all_mappers if hasattr(m.class_, "__audit_resource__")]
+    if audited:
+        raise AuditBypassError(f"bulk change of audited {', '.join(audited)}: load and change the objects instead")
+
+
+def _audit_flush(session: Session, flush_context) -> None:
+    for obj in list(session.new):
+        resource = getattr(obj, "__audit_resource__", None)
+        if resource is None:
+            continue
+        record(
+            f"{resource}.created",
+            tenant_id=_tenant_of(obj),
+            resource_type=resource,
+            resource_id=obj.id,
+            details={"after": _snapshot(obj)},
+        )
+    for obj in list(session.dirty):
+        resource = getattr(obj, "__audit_resource__", None)
+        if resource is None or not session.is_modified(obj, include_collections=False):
+            continue
+        changes = _changes(obj)
+        if not changes:
+            continue
+        record(
+            _update_action(resource, obj, changes),
+            tenant_id=_tenant_of(obj),
+            resource_type=resource,
+            resource_id=obj.id,
+            details={"changes": changes},
+        )
+    for obj in list(session.deleted):
+        resource = getattr(obj, "__audit_resource__", None)
+        # A deleted tenant takes its audit log with it (ON DELETE CASCADE): there is
+        # no tenant left to file a row under. Tenants are deactivated, not deleted.
+        if resource is None or isinstance(obj, Tenant):
+            continue
+        record(
+            f"{resource}.deleted",
+            tenant_id=_tenant_of(obj),
+            resource_type=resource,
+            resource_id=obj.id,
+            details={"before": _snapshot(obj)},
+        )
+
+
+def init_app(app: Flask) -> None:
+    # db.session is shared by every app of the process: listen once, not once per
+    # create_app (tests create several apps; twice would mean two audit rows).
+    for name, listener in (("after_flush", _audit_flush), ("do_orm_execute", _refuse_unaudited_bulk_changes)):
+        if not event.contains(db.session, name, listener):
+            event.listen(db.session, name, listener)

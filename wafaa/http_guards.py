@@ -1,0 +1,63 @@
+"""Checks every request passes before a view sees it, and headers every response gets.
+
+Registered before flask-cors and flask-limiter, so `finish_headers` runs after
+theirs (Flask runs after_request hooks in reverse order of registration).
+"""
+
+from flask import Flask, Response, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+RETRY_AFTER_UNAVAILABLE = "5"
+
+
+def check_body() -> None:
+    """413 for a body over MAX_CONTENT_LENGTH, 415 for a body that is not JSON.
+
+    Werkzeug only enforces the size limit when the body is read, and webargs
+    silently ignores a body of another media type (the fields would then be
+    reported missing); both are answered here, before any work is done.
+    """
+    if request.method not in _BODY_METHODS:
+        return
+    length = request.content_length
+    if length is not None and length > current_app.config["MAX_CONTENT_LENGTH"]:
+        raise RequestEntityTooLarge()
+    has_body = bool(length) or request.headers.get("Transfer-Encoding", "").lower() == "chunked"
+    if not has_body:
+        return
+    if not request.is_json:
+        raise UnsupportedMediaType()
+    if length is None:
+        # Chunked: no length to check. Werkzeug stops reading at the limit without
+        # complaint, so the JSON parser would see a truncated body (a 400). Read it
+        # now (it is kept for the parser) and look for one byte beyond the limit.
+        data = request.get_data(cache=True)
+        if len(data) >= current_app.config["MAX_CONTENT_LENGTH"] and request.environ["wsgi.input"].read(1):
+            raise RequestEntityTooLarge()
+
+
+def finish_headers(response: Response) -> Response:
+    """Runs after flask-cors and flask-limiter have added theirs."""
+    # flask-limiter puts Retry-After (its window's reset) on every response; it
+    # means something only on 429 and 503, and a 503 keeps the app's own value.
+    if response.status_code == 503:
+        response.headers["Retry-After"] = RETRY_AFTER_UNAVAILABLE
+    elif response.status_code != 429:
+        response.headers.pop("Retry-After", None)
+    if current_app.config["CORS_ORIGINS"]:
+        # The answer depends on the Origin header (allowed or not) even when only
+        # one origin is allowed, which flask-cors does not mark: caches must know.
+        response.vary.add("Origin")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    if request.path.startswith("/api/"):
+        # Responses carry tokens and tenant data: never cache them.
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(check_body)
+    app.after_request(finish_headers)

@@ -1,0 +1,130 @@
+"""JSON log lines on stdout, each carrying the request, tenant and user it belongs to.
+
+One access-log line per request (method, path, status, duration). Paths are logged
+without their query string, request bodies and headers are never logged, and extra
+fields whose names suggest a secret are masked, so a password or token cannot reach
+the log by accident.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+
+from flask import Flask, Response, g, has_request_context, request
+
+# A client-supplied request id is kept only if it is short and plain, so it is
+# safe to echo in a header and a log line.
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{7,127}$")
+REQUEST_ID_HEADER = "X-Request-ID"
+_SECRET_NAME = re.compile(r"pass|secret|token|authoriz|hash|cookie", re.IGNORECASE)
+_MASK = "[redacted]"
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+_CONTEXT_ATTRS = ("request_id", "tenant_id", "user_id")
+
+
+def current_request_id() -> str | None:
+    return g.get("request_id") if has_request_context() else None
+
+
+class _Stdout(logging.StreamHandler):
+    """Writes to whatever sys.stdout is at the time (so test capture sees it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
+class RequestContextFilter(logging.Filter):
+    """Adds request_id, tenant_id and user_id to records made inside a request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if has_request_context():
+            for name in _CONTEXT_ATTRS:
+                value = g.get(name)
+                if value is not None and not hasattr(record, name):
+                    setattr(record, name, str(value))
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name, value in vars(record).items():
+            if name in _STANDARD_ATTRS or name.startswith("_"):
+                continue
+            line[name] = _MASK if _SECRET_NAME.search(name) else value
+        if record.exc_info and record.exc_info[1] is not None:
+            # The type only: exception messages can quote data, tracebacks
+            # belong in an error tracker, not in the log stream.
+            line["error_type"] = type(record.exc_info[1]).__qualname__
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+def configure(level: str) -> None:
+    """Route every logger through one JSON handler on stdout (idempotent)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_wafaa", False):
+            root.removeHandler(handler)
+    handler = _Stdout()
+    handler._wafaa = True  # type: ignore[attr-defined]
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestContextFilter())
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Werkzeug's request lines duplicate the access log and include query strings.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+access_log = logging.getLogger("wafaa.access")
+
+
+def _start_request() -> None:
+    g.request_started = time.perf_counter()
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
+
+
+def _finish_request(response: Response) -> Response:
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id") or ""
+    started = g.get("request_started")
+    duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
+    access_log.info(
+        "request",
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "duration_ms": duration_ms,
+            "remote_addr": request.remote_addr,
+        },
+    )
+    return response
+
+
+def init_app(app: Flask) -> None:
+    configure(app.config["LOG_LEVEL"])
+    # First in, last out: the request id exists before any other hook runs, and
+    # the access line is written after every other after_request hook.
+    app.before_request_funcs.setdefault(None, []).insert(0, _start_request)
+    app.after_request_funcs.setdefault(None, []).insert(0, _finish_request)

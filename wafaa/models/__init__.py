@@ -1,0 +1,19 @@
+"""All models, imported here so that metadata (and Alembic) sees every table."""
+
+from wafaa.models.admin import AdminRole, TenantAdmin, normalize_email
+from wafaa.models.audit import AuditLog
+from wafaa.models.base import Base, TenantScoped
+from wafaa.models.session import AuthSession
+from wafaa.models.tenant import SubscriptionTier, Tenant
+
+__all__ = [
+    "AdminRole",
+    "AuditLog",
+    "AuthSession",
+    "Base",
+    "SubscriptionTier",
+    "Tenant",
+    "TenantAdmin",
+    "TenantScoped",
+    "normalize_email",
+]

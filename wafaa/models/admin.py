@@ -1,0 +1,57 @@
+"""A tenant admin: a member of a tenant's staff who logs in to manage it."""
+
+import enum
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import CheckConstraint, Index, String, UniqueConstraint, true
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from wafaa.models.base import TenantScoped, Timestamps, UUIDPrimaryKey, db, pg_enum
+
+if TYPE_CHECKING:
+    from wafaa.models.tenant import Tenant
+
+
+class AdminRole(enum.StrEnum):
+    OWNER = "owner"
+    ADMIN = "admin"
+    VIEWER = "viewer"
+
+
+def normalize_email(email: str) -> str:
+    """The one canonical form of an email address: trimmed and lower-case."""
+    return email.strip().lower()
+
+
+class TenantAdmin(UUIDPrimaryKey, TenantScoped, Timestamps, db.Model):
+    __tablename__ = "tenant_admins"
+    __audit_resource__ = "admin"
+    # Bookkeeping that changes on every login is not an admin change; logins and
+    # lockouts have audit actions of their own.
+    __audit_ignore__ = frozenset({"created_at", "updated_at", "last_login"})
+    # Recorded as "changed", never with a value.
+    __audit_secret__ = frozenset({"password_hash"})
+    __table_args__ = (
+        # Emails are unique across all tenants (login is by email alone). They are
+        # stored normalised, so a plain unique constraint is case-insensitive.
+        CheckConstraint("email = lower(btrim(email))", name="email_normalized"),
+        CheckConstraint("position('@' in email) > 1", name="email_has_at"),
+        CheckConstraint("length(btrim(full_name)) > 0", name="full_name_not_blank"),
+        # The target of composite foreign keys that keep a session's or an audit
+        # row's admin inside the same tenant.
+        UniqueConstraint("tenant_id", "id", name="uq_tenant_admins_tenant_id_id"),
+        Index("ix_tenant_admins_tenant_id_created_at", "tenant_id", "created_at"),
+    )
+
+    email: Mapped[str] = mapped_column(String(255), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    full_name: Mapped[str] = mapped_column(String(255))
+    role: Mapped[AdminRole] = mapped_column(pg_enum(AdminRole, "admin_role"))
+    is_active: Mapped[bool] = mapped_column(default=True, server_default=true())
+    last_login: Mapped[datetime | None]
+
+    tenant: Mapped["Tenant"] = relationship(back_populates="admins")
+
+    def __repr__(self) -> str:
+        return f"<TenantAdmin {self.id} {self.role.value}>"

@@ -1,0 +1,118 @@
+"""Rate limits (flask-limiter): login per client IP and per account, refresh per IP,
+every authenticated endpoint per admin. All of the service's limits are here.
+
+Counters live in RATELIMIT_STORAGE_URI: `memory://` for one process, Redis
+wherever more than one worker or host serves. If the storage cannot be reached
+the limited request is refused with 503 (wafaa.errors) rather than let through
+unlimited: an outage of the limiter must not become an open door for password
+guessing.
+
+Each app gets its own Limiter (flask-limiter keeps its storage on the instance, so
+one shared instance would make every app use the last one's storage); the route
+limits are applied to the registered views here, not with decorators at import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from flask import Flask, current_app, g, request
+from flask_limiter import ApplicationLimit, Limiter
+
+from wafaa.models.admin import normalize_email
+
+
+def client_ip() -> str:
+    # remote_addr honours X-Forwarded-For only when TRUSTED_PROXY_COUNT > 0
+    # (ProxyFix in create_app): a spoofed header cannot buy a fresh bucket.
+    return request.remote_addr or "unknown"
+
+
+def admin_key() -> str:
+    identity = g.get("identity")
+    # flask-limiter builds the key before it asks whether the limit is exempt.
+    return f"admin:{identity.admin.id}" if identity is not None else f"anonymous:{client_ip()}"
+
+
+def login_account_key() -> str:
+    """The account a login names, hashed so no email address lands in Redis."""
+    body = request.get_json(silent=True)
+    email = body.get("email") if isinstance(body, dict) else None
+    if not isinstance(email, str):
+        return f"account-unnamed:{client_ip()}"
+    digest = hashlib.sha256(normalize_email(email).encode("utf-8")).hexdigest()[:32]
+    return f"account:{digest}"
+
+
+def _setting(name: str) -> Callable[[], str]:
+    return lambda: current_app.config[name]
+
+
+# endpoint -> [(limit setting, key, scope)]
+ROUTE_LIMITS = {
+    "auth.Login": [
+        ("RATELIMIT_LOGIN_PER_IP", client_ip, "login-ip"),
+        ("RATELIMIT_LOGIN_PER_ACCOUNT", login_account_key, "login-account"),
+    ],
+    "auth.Refresh": [("RATELIMIT_REFRESH_PER_IP", client_ip, "refresh-ip")],
+}
+
+# Probes and documentation are never limited: a load balancer's health checks must
+# not depend on the limiter's storage, nor eat into anyone's budget.
+UNLIMITED_ENDPOINTS = frozenset({"system.health", "system.info"})
+UNLIMITED_BLUEPRINTS = frozenset({"api-docs", "docs-assets"})
+
+
+def _unlimited() -> bool:
+    return (
+        request.endpoint is None  # no such route: a 404 (or 405) costs nothing
+        or request.endpoint in UNLIMITED_ENDPOINTS
+        or request.blueprint in UNLIMITED_BLUEPRINTS
+    )
+
+
+def current_limiter() -> Limiter:
+    return current_app.extensions["wafaa_limiter"]
+
+
+def storage_check() -> dict | None:
+    """Health of a shared (Redis) counter storage; None for in-process memory."""
+    if current_app.config["RATELIMIT_STORAGE_URI"].startswith("memory://"):
+        return None
+    try:
+        healthy = current_limiter().storage.check()
+    except Exception:  # any storage failure means the same thing here
+        healthy = False
+    return {"status": "ok" if healthy else "unavailable"}
+
+
+def init_app(app: Flask) -> None:
+    """Call after the blueprints are registered, and after authentication's
+    before_request hook (per-admin limits need the identity)."""
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    # The IETF RateLimit header fields, plus Retry-After on 429.
+    app.config.setdefault("RATELIMIT_HEADER_LIMIT", "RateLimit-Limit")
+    app.config.setdefault("RATELIMIT_HEADER_REMAINING", "RateLimit-Remaining")
+    app.config.setdefault("RATELIMIT_HEADER_RESET", "RateLimit-Reset")
+    app.config.setdefault("RATELIMIT_STRATEGY", "moving-window")
+    if app.config["RATELIMIT_STORAGE_URI"].startswith("redis"):
+        # Fail fast: a limiter that hangs on Redis would hang every request.
+        app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 1, "socket_timeout": 1})
+
+    limiter = Limiter(
+        key_func=client_ip,
+        # Every authenticated request counts against its admin, one budget across
+        # all endpoints; anonymous endpoints have the route limits below, or none.
+        application_limits=[ApplicationLimit(_setting("RATELIMIT_AUTHENTICATED"), key_function=admin_key)],
+        application_limits_exempt_when=lambda: g.get("identity") is None,
+        key_prefix="wafaa",
+    )
+    limiter.request_filter(_unlimited)
+    limiter.init_app(app)
+    for endpoint, limits in ROUTE_LIMITS.items():
+        view = app.view_functions[endpoint]
+        for setting, key, scope in limits:
+            view = limiter.limit(_setting(setting), key_func=key, scope=scope)(view)
+        app.view_functions[endpoint] = view
+    app.extensions["wafaa_limiter"] = limiter

@@ -1,0 +1,24 @@
+from marshmallow import Schema, fields, validate
+
+
+class CheckSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
+    latency_ms = fields.Float(metadata={"description": "Round trip of the check, when it succeeded"})
+
+
+class ChecksSchema(Schema):
+    database = fields.Nested(CheckSchema, required=True)
+    rate_limit_storage = fields.Nested(CheckSchema, metadata={"description": "Present when the storage is Redis"})
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
+    checks = fields.Nested(ChecksSchema, required=True)
+
+
+class SystemInfoSchema(Schema):
+    name = fields.String(required=True, metadata={"example": "Wafaa AI Concierge"})
+    version = fields.String(required=True, metadata={"example": "1.0.0"})
+    api_version = fields.String(required=True, metadata={"example": "v1"})
+    status = fields.String(required=True, metadata={"example": "ok"})
+    server_time = fields.AwareDateTime(required=True, metadata={"description": "Current server time (UTC)"})

@@ -1,0 +1,312 @@
+"""Login sessions: login, refresh-token rotation, logout, revocation, purge.
+
+A session is one refresh-token family. Its row holds the jti of the one refresh
+token that may be used next; using it swaps in a new jti atomically. Revoking the
+row kills every token of the family at once, in every worker, across restarts,
+because every request checks its session (wafaa.security).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import NoReturn
+
+from flask import current_app, request
+from sqlalchemy import delete, func, or_, select, update
+
+from wafaa import audit
+from wafaa.errors import ApiError, NotFound, Unauthorized
+from wafaa.extensions import db
+from wafaa.models import AuditLog, AuthSession, Tenant, TenantAdmin, normalize_email
+from wafaa.passwords import needs_rehash, rehash, verify_password
+from wafaa.security import Identity, issue_tokens
+from wafaa.tenancy import bind_request_tenant, system_scope
+
+
+class InvalidCredentials(ApiError):
+    """The one answer to every failed login: it never says which part was wrong."""
+
+    status, code, message = 401, "invalid_credentials", "The email or password is incorrect."
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+@dataclass(frozen=True)
+class LoginCandidate:
+    admin_id: uuid.UUID
+    tenant_id: uuid.UUID
+    password_hash: str
+    can_log_in: bool
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_jti() -> str:
+    return uuid.uuid4().hex
+
+
+def _refresh_lifetime() -> timedelta:
+    return current_app.config["JWT_REFRESH_TOKEN_EXPIRES"]
+
+
+def _find_login_candidate(email: str) -> LoginCandidate | None:
+    # Login is the one request that does not know its tenant yet: the email
+    # decides it. Only this lookup runs across tenants, and it returns plain
+    # values, not objects that could leak into the tenant's unit of work.
+    with system_scope("login lookup by email"):
+        row = db.session.execute(
+            select(
+                TenantAdmin.id,
+                TenantAdmin.tenant_id,
+                TenantAdmin.password_hash,
+                TenantAdmin.is_active,
+                Tenant.is_active,
+            )
+            .join(Tenant, Tenant.id == TenantAdmin.tenant_id)
+            .where(TenantAdmin.email == normalize_email(email))
+        ).first()
+    if row is None:
+        return None
+    admin_id, tenant_id, password_hash, admin_active, tenant_active = row
+    return LoginCandidate(admin_id, tenant_id, password_hash, admin_active and tenant_active)
+
+
+def _recent_failures(admin_id: uuid.UUID) -> int:
+    """Failed logins of this account within the lockout window.
+
+    The audit log already records every failure, so the lock is derived from it
+    rather than kept as separate state. Attempts refused *because* the account was
+    locked do not count: the lock lifts as the failures that caused it age out of
+    the window, however often someone keeps knocking.
+    """
+    window = timedelta(minutes=current_app.config["LOGIN_LOCKOUT_WINDOW_MINUTES"])
+    return db.session.scalar(
+        select(func.count())
+        .select_from(AuditLog)
+        .where(
+            AuditLog.action == "auth.login_failed",
+            AuditLog.resource_id == str(admin_id),
+            AuditLog.created_at > func.now() - window,
+            AuditLog.details["reason"].astext.is_distinct_from("locked"),
+        )
+    )
+
+
+def _refuse(candidate: LoginCandidate, reason: str, failures_before: int) -> NoReturn:
+    """Record a failed login (and the lock it may trigger), then answer 401."""
+    details = {"reason": reason}
+    audit.record(
+        "auth.login_failed",
+        tenant_id=candidate.tenant_id,
+        resource_type="admin",
+        resource_id=candidate.admin_id,
+        actor_id=candidate.admin_id,
+        details=details,
+    )
+    threshold = current_app.config["LOGIN_LOCKOUT_THRESHOLD"]
+    if reason != "locked" and failures_before + 1 == threshold:
+        audit.record(
+            "auth.account_locked",
+            tenant_id=candidate.tenant_id,
+            resource_type="admin",
+            resource_id=candidate.admin_id,
+            actor_id=candidate.admin_id,
+            details={"failures": threshold, "window_minutes": current_app.config["LOGIN_LOCKOUT_WINDOW_MINUTES"]},
+        )
+    db.session.commit()
+    raise InvalidCredentials()
+
+
+def login(email: str, password: str) -> dict:
+    candidate = _find_login_candidate(email)
+    # Exactly one bcrypt check whatever happens next (a fixed dummy hash when the
+    # email is unknown), and no database connection is held while it runs.
+    password_ok = verify_password(password, candidate.password_hash if candidate else None)
+    if candidate is None:
+        raise InvalidCredentials()
+
+    bind_request_tenant(candidate.tenant_id)
+    failures = _recent_failures(candidate.admin_id)
+    # A locked account refuses even the right password, with the same answer as
+    # a wrong one: the lock itself tells an attacker nothing.
+    if failures >= current_app.config["LOGIN_LOCKOUT_THRESHOLD"]:
+        _refuse(candidate, "locked", failures)
+    if not password_ok:
+        _refuse(candidate, "bad_password", failures)
+    if not candidate.can_log_in:
+        _refuse(candidate, "inactive", failures)
+
+    admin = db.session.get(TenantAdmin, candidate.admin_id)
+    now = _now()
+    admin.last_login = now
+    details = {}
+    if needs_rehash(admin.password_hash):
+        # The stored hash is cheaper than BCRYPT_ROUNDS: upgrade it while the
+        # plaintext is at hand. Not a password change, so not audited as one.
+        admin.password_hash = rehash(password)
+        audit.ignore_change(admin, "password_hash")
+        details["password_rehashed"] = True
+    session = AuthSession(
+        id=uuid.uuid4(),
+        tenant_id=admin.tenant_id,
+        admin_id=admin.id,
+        refresh_jti=_new_jti(),
+        last_used_at=now,
+        expires_at=now + _refresh_lifetime(),
+        ip_address=audit.client_ip(),
+        user_agent=request.user_agent.string[:255] or None,
+    )
+    db.session.add(session)
+    audit.record(
+        "auth.login",
+        tenant_id=admin.tenant_id,
+        resource_type="session",
+        resource_id=session.id,
+        actor_id=admin.id,
+        details=details,
+    )
+    db.session.commit()
+    return issue_tokens(session)
+
+
+def refresh(identity: Identity) -> dict:
+    """Rotate the session's refresh token; detect and punish reuse."""
+    session = identity.session
+    presented = identity.claims["jti"]
+    next_jti = _new_jti()
+    expires_at = _now() + _refresh_lifetime()
+    # Only one request can swap a given jti: the row lock serialises concurrent
+    # refreshes, and the loser's WHERE no longer matches once the winner commits.
+    rotated = db.session.execute(
+        update(AuthSession)
+        .where(
+            AuthSession.id == session.id,
+            AuthSession.refresh_jti == presented,
+            AuthSession.revoked_at.is_(None),
+        )
+        .values(
+            previous_refresh_jti=presented,
+            refresh_jti=next_jti,
+            rotated_at=func.now(),
+            last_used_at=func.now(),
+            expires_at=expires_at,
+        )
+        .returning(AuthSession.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if rotated is not None:
+        db.session.commit()
+        return issue_tokens(session, refresh_jti=next_jti, expires_at=expires_at)
+    return _refresh_with_stale_token(session, presented)
+
+
+def _refresh_with_stale_token(session: AuthSession, presented: str) -> dict:
+    grace = timedelta(seconds=current_app.config["REFRESH_REUSE_GRACE_SECONDS"])
+    current = db.session.execute(
+        select(
+            AuthSession.refresh_jti,
+            AuthSession.previous_refresh_jti,
+            AuthSession.expires_at,
+            AuthSession.revoked_at,
+            (AuthSession.rotated_at >= func.now() - grace).label("in_grace"),
+        ).where(AuthSession.id == session.id)
+    ).one()
+    if current.revoked_at is None and current.previous_refresh_jti == presented and current.in_grace:
+        # Another request (a second tab) rotated this token a moment ago. Answer
+        # with the family's current refresh token instead of logging the user out.
+        db.session.rollback()
+        return issue_tokens(session, refresh_jti=current.refresh_jti, expires_at=current.expires_at)
+    # An old refresh token came back after its successor was issued: it was
+    # copied. Kill the whole family, the thief's tokens and the victim's alike.
+    revoke_sessions(AuthSession.id == session.id, reason="refresh_reuse")
+    audit.record(
+        "auth.refresh_reuse_detected",
+        tenant_id=session.tenant_id,
+        resource_type="session",
+        resource_id=session.id,
+        actor_id=session.admin_id,
+    )
+    db.session.commit()
+    raise Unauthorized("The token has been revoked.", code="token_revoked")
+
+
+def revoke_sessions(*criteria, reason: str) -> int:
+    """Revoke the matching live sessions of the current tenant; returns how many."""
+    result = db.session.execute(
+        update(AuthSession)
+        .where(*criteria, AuthSession.revoked_at.is_(None))
+        .values(revoked_at=func.now(), revoked_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
+def revoke_admin_sessions(admin_id: uuid.UUID, reason: str) -> int:
+    """Used when an admin is deactivated or changes password."""
+    return revoke_sessions(AuthSession.admin_id == admin_id, reason=reason)
+
+
+def logout(identity: Identity, all_sessions: bool) -> None:
+    if all_sessions:
+        count = revoke_admin_sessions(identity.admin.id, reason="logout_all")
+    else:
+        count = revoke_sessions(AuthSession.id == identity.session.id, reason="logout")
+    audit.record(
+        "auth.logout",
+        tenant_id=identity.tenant.id,
+        resource_type="session",
+        resource_id=identity.session.id,
+        details={"all_sessions": all_sessions, "sessions_revoked": count},
+    )
+    db.session.commit()
+
+
+def active_sessions(identity: Identity) -> list[dict]:
+    sessions = db.session.scalars(
+        select(AuthSession)
+        .where(
+            AuthSession.admin_id == identity.admin.id,
+            AuthSession.revoked_at.is_(None),
+            AuthSession.expires_at > func.now(),
+        )
+        .order_by(AuthSession.created_at.desc())
+    ).all()
+    return [
+        {
+            "id": s.id,
+            "created_at": s.created_at,
+            "last_used_at": s.last_used_at,
+            "expires_at": s.expires_at,
+            "ip_address": s.ip_address,
+            "user_agent": s.user_agent,
+            "current": s.id == identity.session.id,
+        }
+        for s in sessions
+    ]
+
+
+def revoke_own_session(identity: Identity, session_id: uuid.UUID) -> None:
+    # Scoped to the caller's own live sessions: anyone else's id is a 404.
+    count = revoke_sessions(
+        AuthSession.id == session_id, AuthSession.admin_id == identity.admin.id, reason="revoked_by_user"
+    )
+    if count == 0:
+        raise NotFound()
+    audit.record("auth.session_revoked", tenant_id=identity.tenant.id, resource_type="session", resource_id=session_id)
+    db.session.commit()
+
+
+def purge_sessions() -> int:
+    """Delete sessions that expired, or were revoked more than SESSION_RETENTION_DAYS ago."""
+    retention = timedelta(days=current_app.config["SESSION_RETENTION_DAYS"])
+    with system_scope("purge expired sessions"):
+        result = db.session.execute(
+            delete(AuthSession)
+            .where(or_(AuthSession.expires_at < func.now(), AuthSession.revoked_at < func.now() - retention))
+            .execution_options(synchronize_session=False)
+        )
+        db.session.commit()
+    return result.rowcount

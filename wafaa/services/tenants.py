@@ -1,0 +1,92 @@
+"""Tenants: reading and changing the caller's tenant, creating tenants (operators)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+
+from wafaa.errors import Conflict, ValidationFailed
+from wafaa.extensions import db
+from wafaa.models import AdminRole, AuthSession, SubscriptionTier, Tenant, TenantAdmin
+from wafaa.passwords import hash_password
+from wafaa.schemas.tenant import settings_problem
+from wafaa.services.queries import get_or_404
+from wafaa.services.sessions import revoke_sessions
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """JSON Merge Patch (RFC 7396): objects merge key by key, null removes a key,
+    anything else replaces the target."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def update_tenant(tenant: Tenant, changes: dict[str, Any]) -> Tenant:
+    # Lock and re-read the row first: two concurrent merge patches must both land,
+    # and the audit row must record the true "before".
+    tenant = get_or_404(Tenant, tenant.id, for_update=True)
+    if "name" in changes:
+        tenant.name = changes["name"]
+    if "settings" in changes:
+        merged = merge_patch(tenant.settings, changes["settings"])
+        problem = settings_problem(merged)
+        if problem:
+            raise ValidationFailed(details={"json": {"settings": [problem]}})
+        tenant.settings = merged
+    return tenant
+
+
+# --- operators (CLI): these run in the system scope -----------------------------
+
+
+def slug_taken(slug: str) -> bool:
+    return db.session.scalar(select(Tenant.id).where(Tenant.slug == slug)) is not None
+
+
+def email_taken(email: str) -> bool:
+    return db.session.scalar(select(TenantAdmin.id).where(TenantAdmin.email == email)) is not None
+
+
+def create_tenant(
+    *,
+    name: str,
+    slug: str,
+    subscription_tier: SubscriptionTier,
+    owner_email: str,
+    owner_name: str,
+    owner_password: str,
+) -> Tenant:
+    """A tenant and its first owner. Refuses a slug or an email already in use."""
+    if slug_taken(slug):
+        raise Conflict(f"A tenant with slug {slug!r} already exists.")
+    if email_taken(owner_email):
+        raise Conflict(f"An admin with email {owner_email!r} already exists.")
+    tenant = Tenant(id=uuid.uuid4(), name=name, slug=slug, subscription_tier=subscription_tier)
+    db.session.add(tenant)
+    db.session.add(
+        TenantAdmin(
+            tenant_id=tenant.id,
+            email=owner_email,
+            full_name=owner_name,
+            role=AdminRole.OWNER,
+            password_hash=hash_password(owner_password),
+        )
+    )
+    return tenant
+
+
+def set_tenant_active(tenant: Tenant, active: bool) -> int:
+    """Activate or deactivate a tenant; deactivation revokes all its sessions."""
+    tenant.is_active = active
+    if active:
+        return 0
+    return revoke_sessions(AuthSession.tenant_id == tenant.id, reason="tenant_deactivated")
