@@ -7,6 +7,10 @@ Every value can be overridden with the environment variable named beside it.
 import json
 import os
 
+from gunicorn.glogging import Logger
+
+from wafaa.logging import JsonFormatter
+
 
 def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
@@ -30,24 +34,26 @@ graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 # than nothing, but shorter than the balancer's own idle timeout.
 keepalive = _int("GUNICORN_KEEPALIVE", 5)
 # Recycle workers now and then, with jitter so they do not all restart at once.
-max_requests = _int("GUNICORN_MAX_REQUESTS", 10000)
-max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 1000)
+max_requests = _int("GUNICORN_MAX_REQUESTS", 100_000)
+max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 10_000)
+
 
 # The app writes one JSON access line per request itself (with request, tenant and
-# user ids), so gunicorn's own access log is off and its error log is JSON too.
+# user ids), so gunicorn's own access log is off, and its error log is JSON too.
+class JsonLogger(Logger):
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(JsonFormatter())
+
+    def _compute_access_log_enabled(self) -> bool:
+        # Checked on every request: skip building gunicorn's access line at all.
+        return False
+
+
+logger_class = JsonLogger
 accesslog = None
 errorlog = "-"
-logconfig_dict = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "wafaa.logging.JsonFormatter"}},
-    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
-    # The app adds its own JSON handler to the root logger in each worker.
-    "root": {"level": os.environ.get("LOG_LEVEL", "INFO"), "handlers": []},
-    "loggers": {
-        "gunicorn.error": {"handlers": ["stdout"], "level": os.environ.get("LOG_LEVEL", "INFO"), "propagate": False},
-    },
-}
 
 
 def post_worker_init(worker) -> None:

@@ -76,12 +76,14 @@ class Server:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if requests.get(self.url + "/health", timeout=1).status_code == 200:
+                if requests.get(self.url + "/health", timeout=5).status_code == 200:
                     return
-            except requests.ConnectionError:
-                time.sleep(0.2)
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        output = Path(self.log.name).read_text()
         self.stop()
-        raise RuntimeError(f"{app} did not start:\n{Path(self.log.name).read_text()}")
+        raise RuntimeError(f"{app} did not start:\n{output}")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -120,7 +122,7 @@ def production_env(database_url: str) -> dict[str, str]:
         "BCRYPT_ROUNDS": "12",
         "SEED_ADMIN_PASSWORD": PASSWORD,
         "CORS_ORIGINS": '["https://app.example.com"]',
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": "INFO",  # production default: the access line is part of the cost
         # The limiter stays on (its cost is part of every request), with limits
         # no benchmark run can reach.
         "RATELIMIT_LOGIN_PER_IP": "1000000/minute",
@@ -160,14 +162,10 @@ def login(url: str, email: str) -> tuple[float, dict | None]:
     return elapsed, response.json() if response.status_code == 200 else None
 
 
-def bcrypt_seconds() -> float:
-    password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(12))
-    timings = []
-    for _ in range(10):
-        started = time.perf_counter()
-        bcrypt.checkpw(PASSWORD.encode(), password_hash)
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings)
+def bcrypt_once(password_hash: bytes) -> float:
+    started = time.perf_counter()
+    bcrypt.checkpw(PASSWORD.encode(), password_hash)
+    return time.perf_counter() - started
 
 
 def wrk(url: str, path: str, token: str) -> dict:
@@ -213,15 +211,20 @@ def main() -> int:
     emails = prepare(env)
     results: dict = {"cores": cores}
 
-    results["bcrypt_verify_ms"] = bcrypt_seconds() * 1000
+    password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(12))
     service = Server("wsgi:app", env)
     floor = None
     try:
-        # Sequential logins, after one warm-up per worker.
+        # Sequential logins, after one warm-up per worker, each beside one bcrypt
+        # check timed here: the machine's speed drifts, and the two move together.
         for _ in range(2):
             login(service.url, "owner@acme.example.com")
-        timings = [login(service.url, "owner@acme.example.com")[0] for _ in range(20)]
-        results["login_p50_ms"] = statistics.median(timings) * 1000
+        checks, logins = [], []
+        for _ in range(30):
+            checks.append(bcrypt_once(password_hash))
+            logins.append(login(service.url, "owner@acme.example.com")[0])
+        results["bcrypt_verify_ms"] = statistics.median(checks) * 1000
+        results["login_p50_ms"] = statistics.median(logins) * 1000
 
         # 100 logins of 100 different tenants, all at once.
         with ThreadPoolExecutor(max_workers=len(emails)) as pool:

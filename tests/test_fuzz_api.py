@@ -43,6 +43,18 @@ def operations(app):
     return [result.ok() for result in schema.get_all_operations()]
 
 
+def _fuzz(operation, mode: GenerationMode, app, headers: dict):
+    """A hypothesis test of one operation, sending `headers` with every case."""
+    checks = CHECKS + ([negative_data_rejection] if mode is GenerationMode.NEGATIVE else [])
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    def check(case):
+        case.call_and_validate(app=app, headers=headers, checks=checks, excluded_checks=[positive_data_acceptance])
+
+    return check
+
+
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
 def test_every_operation_conforms_to_its_schema(operations, mode, app, api, factory):
     assert len(operations) >= 15
@@ -51,15 +63,8 @@ def test_every_operation_conforms_to_its_schema(operations, mode, app, api, fact
         # deletion must not break the token the next operation uses.
         world = factory.world()
         headers = {"Authorization": f"Bearer {api.login(world.owner)['access_token']}"}
-
-        @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-        def check(case, headers=headers):
-            checks = CHECKS + ([negative_data_rejection] if mode is GenerationMode.NEGATIVE else [])
-            case.call_and_validate(app=app, headers=headers, checks=checks, excluded_checks=[positive_data_acceptance])
-
         try:
-            check()
+            _fuzz(operation, mode, app, headers)()
         except Unsatisfiable:
             # An operation without parameters or body (GET /health) has nothing
             # that could be made invalid.

@@ -24,10 +24,10 @@ from wafaa import create_app
 from wafaa.extensions import db
 from wafaa.tenancy import system_scope
 
-HEAD = "0003_row_level_security"
+HEAD = "0004_hot_paths"
 TABLES = {"tenants", "tenant_admins", "auth_sessions", "audit_logs"}
 ENUM_TYPES = {"subscription_tier", "admin_role"}
-FUNCTION = "wafaa_set_updated_at"
+FUNCTIONS = {"wafaa_set_updated_at", "wafaa_request_identity", "wafaa_login_candidate"}
 RLS_TABLES = {"tenants", "tenant_admins", "auth_sessions", "audit_logs"}
 
 
@@ -187,7 +187,7 @@ def scratch(database_url):
 def assert_fully_built(scratch: Scratch) -> None:
     assert scratch.tables() == TABLES | {"alembic_version"}
     assert scratch.enum_types() == ENUM_TYPES
-    assert FUNCTION in scratch.functions()
+    assert FUNCTIONS <= scratch.functions()
     assert scratch.triggers() == {
         ("tenants", "tenants_set_updated_at"),
         ("tenant_admins", "tenant_admins_set_updated_at"),
@@ -235,7 +235,7 @@ def assert_empty(scratch: Scratch) -> None:
     assert scratch.tables() == {"alembic_version"}
     assert scratch.version() == []
     assert scratch.enum_types() == set()
-    assert FUNCTION not in scratch.functions()
+    assert not FUNCTIONS & scratch.functions()
     assert scratch.triggers() == set()
     assert scratch.policies() == set()
     # The scratch role was used by no other database, so the downgrade dropped it.
@@ -298,6 +298,9 @@ def test_downgrade_of_0003_removes_row_level_security_and_keeps_the_data(scratch
 def test_downgrade_step_by_step_reaches_base(scratch):
     scratch.upgrade()
     scratch.flask_db("downgrade")  # one step: the default revision is -1
+    assert scratch.version() == ["0003_row_level_security"]
+    assert not {"wafaa_request_identity", "wafaa_login_candidate"} & scratch.functions()
+    scratch.flask_db("downgrade")
     assert scratch.version() == ["0002_auth_sessions"]
     scratch.flask_db("downgrade")  # one step: the default revision is -1
     assert scratch.version() == ["0001_initial_schema"]

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.gunicorn, pytest.mark.slow]
 
 @pytest.fixture
 def two_instances(redis_url):
-    env = {"RATELIMIT_STORAGE_URI": redis_url, "RATELIMIT_LOGIN_PER_ACCOUNT": "4/minute"}
+    env = {"RATELIMIT_STORAGE_URI": redis_url, "RATELIMIT_LOGIN_PER_ACCOUNT": "4/hour"}
     with (
         GunicornServer(workers=1, threads=4, env=env) as first,
         GunicornServer(workers=1, threads=4, env=env) as second,
@@ -51,5 +51,5 @@ def test_a_rate_limit_counts_requests_sent_to_both_instances(two_instances, fact
         _login(server, world.viewer.email, "a wrong password!").status_code
         for server in (first, second, first, second, first, second)
     ]
-    # 4/minute per account: four attempts in all, not four per instance.
+    # 4/hour per account: four attempts in all, not four per instance.
     assert statuses == [401, 401, 401, 401, 429, 429]

@@ -152,8 +152,13 @@ class AuditBypassError(RuntimeError):
     """A bulk UPDATE or DELETE of an audited model would change rows unaudited."""
 
 
+# Execution option of a bulk UPDATE that only touches bookkeeping columns of an
+# audited model (those in __audit_ignore__, such as last_login): its value says why.
+BOOKKEEPING = "audit_bookkeeping"
+
+
 def _refuse_unaudited_bulk_changes(state: ORMExecuteState) -> None:
-    if not (state.is_update or state.is_delete):
+    if not (state.is_update or state.is_delete) or state.execution_options.get(BOOKKEEPING):
         return
     audited = [m.class_.__name__ for m in state.all_mappers if hasattr(m.class_, "__audit_resource__")]
     if audited:

@@ -1,4 +1,5 @@
-"""Connection pool hygiene: check a pooled connection that sat idle before reusing it.
+"""Connection pool hygiene: check a pooled connection that sat idle before reusing it;
+and the one statement that runs on a pooled connection outside the ORM.
 
 SQLAlchemy's `pool_pre_ping` checks every checkout, which is one more round trip
 on every request. A connection reused milliseconds after its last request cannot
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import time
 
+import psycopg
 from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
@@ -40,3 +42,23 @@ def init_app(app: Flask) -> None:
             engine.dialect.do_ping(dbapi_connection)
         except Exception as error:  # any failure: this connection is not usable
             raise DisconnectionError("idle connection failed its ping") from error
+
+
+def fetch_one(statement: str, params: tuple) -> tuple | None:
+    """Run one statement on a pooled connection, outside any transaction of ours.
+
+    For the request identity check only (wafaa.security): the statement is a call
+    of a function that sets its own role and tenant (migration 0004), and on its
+    own it is one prepared statement in one round trip, in its own implicit
+    transaction.
+    """
+    pooled = db.engine.raw_connection()
+    try:
+        with pooled.driver_connection.cursor() as cursor:
+            cursor.execute(statement, params)
+            return cursor.fetchone()
+    except psycopg.OperationalError:
+        pooled.invalidate()  # a broken connection must not go back to the pool
+        raise
+    finally:
+        pooled.close()

@@ -17,6 +17,7 @@ import traceback
 from http import HTTPStatus
 from pathlib import Path
 
+import psycopg
 from flask import Flask, Response, current_app, jsonify
 from limits.errors import StorageError
 from redis.exceptions import RedisError
@@ -234,7 +235,9 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _handle_http_exception)
     app.register_error_handler(sa_exc.IntegrityError, _handle_integrity_error)
     app.register_error_handler(sa_exc.DataError, _handle_data_error)
-    for unavailable in (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError):
+    # psycopg's own OperationalError comes from the one query run beneath
+    # SQLAlchemy (wafaa.tenancy.fetch_one).
+    for unavailable in (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, psycopg.OperationalError):
         app.register_error_handler(unavailable, _handle_database_unavailable)
     for unavailable in (RedisError, StorageError):
         app.register_error_handler(unavailable, _handle_limiter_unavailable)

@@ -95,7 +95,10 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("RATELIMIT_HEADER_LIMIT", "RateLimit-Limit")
     app.config.setdefault("RATELIMIT_HEADER_REMAINING", "RateLimit-Remaining")
     app.config.setdefault("RATELIMIT_HEADER_RESET", "RateLimit-Reset")
-    app.config.setdefault("RATELIMIT_STRATEGY", "moving-window")
+    # O(1) per request and per key, in memory and in Redis; a moving window keeps
+    # one timestamp per request and costs more as traffic grows. Near a window
+    # boundary the weighted count may let a request or two more through.
+    app.config.setdefault("RATELIMIT_STRATEGY", "sliding-window-counter")
     if app.config["RATELIMIT_STORAGE_URI"].startswith("redis"):
         # Fail fast: a limiter that hangs on Redis would hang every request.
         app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 1, "socket_timeout": 1})

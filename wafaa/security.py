@@ -27,11 +27,11 @@ from datetime import UTC, datetime
 from flask import Flask, current_app, g, request
 from flask_jwt_extended import create_access_token, create_refresh_token, verify_jwt_in_request
 from flask_jwt_extended.exceptions import JWTDecodeError
-from sqlalchemy import bindparam, func, select
 
+from wafaa.db_pool import fetch_one
 from wafaa.errors import error_response
-from wafaa.extensions import db, jwt
-from wafaa.models import AuthSession, Tenant, TenantAdmin
+from wafaa.extensions import jwt
+from wafaa.models import AdminRole, AuthSession, SubscriptionTier
 from wafaa.tenancy import bind_request_tenant
 
 ACCESS = "access"
@@ -55,11 +55,50 @@ def requires(kind: str):
     return mark
 
 
-@dataclass
+@dataclass(frozen=True)
+class SessionRef:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    admin_id: uuid.UUID
+    refresh_jti: str
+    expires_at: datetime
+
+    @classmethod
+    def of(cls, session: AuthSession) -> SessionRef:
+        return cls(session.id, session.tenant_id, session.admin_id, session.refresh_jti, session.expires_at)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The admin making the request, as the database says now (role, active)."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    email: str
+    full_name: str
+    role: AdminRole
+
+
+@dataclass(frozen=True)
+class TenantSnapshot:
+    id: uuid.UUID
+    name: str
+    slug: str
+    subscription_tier: SubscriptionTier
+    is_active: bool
+    settings: dict
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
 class Identity:
-    admin: TenantAdmin
-    tenant: Tenant
-    session: AuthSession
+    """Who is calling, read with the token check. Read-only: a service that changes
+    the tenant or an admin loads (and locks) the row itself."""
+
+    admin: Actor
+    tenant: TenantSnapshot
+    session: SessionRef
     claims: dict
 
 
@@ -95,46 +134,38 @@ def authenticate_request() -> None:
     verify_jwt_in_request(refresh=kind == REFRESH, locations=locations)
 
 
-# Built once: SQLAlchemy caches its compiled form, and psycopg prepares it on the
-# server after a few uses. The tenant criteria are added per request by
-# wafaa.tenancy, like for any other query.
-_IDENTITY = (
-    select(AuthSession, TenantAdmin, Tenant)
-    .join(TenantAdmin, TenantAdmin.id == AuthSession.admin_id)
-    .join(Tenant, Tenant.id == AuthSession.tenant_id)
-    .where(
-        AuthSession.id == bindparam("session_id"),
-        AuthSession.admin_id == bindparam("admin_id"),
-        AuthSession.revoked_at.is_(None),
-        AuthSession.expires_at > func.now(),
-        TenantAdmin.is_active.is_(True),
-        Tenant.is_active.is_(True),
-    )
-)
+# The one query every authenticated request makes: a database function (migration
+# 0004) that switches to the request role and the token's tenant, then reads the
+# session, admin and tenant under row-level security, in one round trip and with
+# a cached plan. Through the ORM it took three round trips (docs/performance.md).
+_IDENTITY = "SELECT * FROM wafaa_request_identity(%s, %s, %s)"
 
 
-def load_identity(session_id: uuid.UUID, admin_id: uuid.UUID) -> tuple[AuthSession, TenantAdmin, Tenant] | None:
+def load_identity(tenant_id: uuid.UUID, session_id: uuid.UUID, admin_id: uuid.UUID) -> tuple | None:
     """The live session, admin and tenant behind a token, or None."""
-    row = db.session.execute(_IDENTITY, {"session_id": session_id, "admin_id": admin_id}).first()
-    return tuple(row) if row is not None else None
+    row = fetch_one(_IDENTITY, (tenant_id, session_id, admin_id))
+    if row is None:
+        return None
+    refresh_jti, expires_at, email, full_name, role, *tenant = row
+    name, slug, tier, is_active, settings, created_at, updated_at = tenant
+    return (
+        SessionRef(session_id, tenant_id, admin_id, refresh_jti, expires_at),
+        Actor(admin_id, tenant_id, email, full_name, AdminRole(role)),
+        TenantSnapshot(tenant_id, name, slug, SubscriptionTier(tier), is_active, settings, created_at, updated_at),
+    )
 
 
-def issue_tokens(session: AuthSession, *, refresh_jti: str | None = None, expires_at: datetime | None = None) -> dict:
-    """A new access token, and a refresh token carrying the session's current jti.
-
-    `refresh_jti` and `expires_at` override the session object's values when the
-    row was just rotated by a bulk UPDATE that did not touch the object.
-    """
+def issue_tokens(session: SessionRef) -> dict:
+    """A new access token, and a refresh token carrying the session's current jti."""
     claims = {"tid": str(session.tenant_id), "sid": str(session.id)}
     identity = str(session.admin_id)
     access_expires = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
-    refresh_expires_at = expires_at or session.expires_at
     return {
         "access_token": create_access_token(identity, additional_claims=claims),
         "refresh_token": create_refresh_token(
             identity,
-            additional_claims={**claims, "jti": refresh_jti or session.refresh_jti},
-            expires_delta=refresh_expires_at - datetime.now(UTC),
+            additional_claims={**claims, "jti": session.refresh_jti},
+            expires_delta=session.expires_at - datetime.now(UTC),
         ),
         "token_type": "Bearer",
         "expires_in": int(access_expires.total_seconds()),
@@ -172,8 +203,9 @@ def _signing_key(header: dict, unverified_claims: dict) -> str:
 
 
 def _is_revoked(header: dict, claims: dict) -> bool:
-    bind_request_tenant(uuid.UUID(claims["tid"]))
-    found = load_identity(uuid.UUID(claims["sid"]), uuid.UUID(claims["sub"]))
+    tenant_id = uuid.UUID(claims["tid"])
+    bind_request_tenant(tenant_id)
+    found = load_identity(tenant_id, uuid.UUID(claims["sid"]), uuid.UUID(claims["sub"]))
     if found is None:
         return True
     session, admin, tenant = found

@@ -23,6 +23,7 @@ are transaction-local, so nothing survives on a pooled connection.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Iterator
@@ -73,13 +74,15 @@ def current_tenant_id() -> uuid.UUID:
 
 
 def _enter(scope: Scope | None) -> None:
-    session = db.session()
-    if session.in_transaction():
-        # A transaction's role and tenant are fixed when it begins; switching scope
-        # inside one would run the new scope's statements with the old settings.
-        raise TenantScopeError("finish the current transaction before changing the tenant scope")
-    # Objects loaded under another scope must not be served from the identity map.
-    session.expunge_all()
+    if db.session.registry.has():  # no session yet: nothing to check or clear
+        session = db.session()
+        if session.in_transaction():
+            # A transaction's role and tenant are fixed when it begins; switching
+            # scope inside one would run the new scope's statements with the old
+            # settings.
+            raise TenantScopeError("finish the current transaction before changing the tenant scope")
+        # Objects loaded under another scope must not be served from the identity map.
+        session.expunge_all()
     if scope is None:
         g.pop("_wafaa_scope", None)
     else:
@@ -250,17 +253,18 @@ def _forget_transaction_scope(session: Session, transaction) -> None:
 # --- Connection layer ----------------------------------------------------------
 
 
-def scope_settings(scope: Scope | None, app_role: str, statement_timeout_ms: int) -> list[tuple[str, str]]:
+def scope_settings(scope: Scope | None, app_role: str, statement_timeout_ms: int) -> tuple[tuple[str, str], ...]:
     """The transaction-local settings that open a transaction in `scope`."""
     if scope is not None and scope.is_system:
         # Operators' work (migrations, purges) keeps the connecting role and no
         # statement timeout: an index build may legitimately take minutes.
-        return [(SYSTEM_SETTING, "on")]
+        return ((SYSTEM_SETTING, "on"),)
     tenant = str(scope.tenant_id) if scope is not None and scope.tenant_id else ""
-    return [("role", app_role), (TENANT_SETTING, tenant), ("statement_timeout", str(statement_timeout_ms))]
+    return (("role", app_role), (TENANT_SETTING, tenant), ("statement_timeout", str(statement_timeout_ms)))
 
 
-def _opening_statement(settings: list[tuple[str, str]], begin: bool) -> str:
+@functools.lru_cache(maxsize=4096)
+def _opening_statement(settings: tuple[tuple[str, str], ...], begin: bool) -> str:
     calls = sql.SQL(", ").join(
         sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value)) for name, value in settings
     )

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKeyConstraint, Index, String, func
+from sqlalchemy import ForeignKeyConstraint, Index, String, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from wafaa.models.base import EMPTY_JSONB, TenantScoped, UUIDPrimaryKey, db
@@ -24,6 +24,14 @@ class AuditLog(UUIDPrimaryKey, TenantScoped, db.Model):
             name="fk_audit_logs_tenant_id_user_id_tenant_admins",
         ),
         Index("ix_audit_logs_tenant_id_created_at", "tenant_id", "created_at"),
+        # Failed logins of one account in the lockout window (wafaa_login_candidate).
+        Index(
+            "ix_audit_logs_tenant_id_resource_id_created_at_login_failed",
+            "tenant_id",
+            "resource_id",
+            "created_at",
+            postgresql_where=text("action = 'auth.login_failed'"),
+        ),
     )
 
     user_id: Mapped[uuid.UUID | None]

@@ -9,7 +9,7 @@ because every request checks its session (wafaa.security).
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 
@@ -17,11 +17,12 @@ from flask import current_app, request
 from sqlalchemy import delete, func, or_, select, update
 
 from wafaa import audit
+from wafaa.db_pool import fetch_one
 from wafaa.errors import ApiError, NotFound, Unauthorized
 from wafaa.extensions import db
-from wafaa.models import AuditLog, AuthSession, Tenant, TenantAdmin, normalize_email
+from wafaa.models import AuthSession, TenantAdmin, normalize_email
 from wafaa.passwords import needs_rehash, rehash, verify_password
-from wafaa.security import Identity, issue_tokens
+from wafaa.security import Identity, SessionRef, issue_tokens
 from wafaa.tenancy import bind_request_tenant, system_scope
 
 
@@ -38,6 +39,7 @@ class LoginCandidate:
     tenant_id: uuid.UUID
     password_hash: str
     can_log_in: bool
+    recent_failures: int
 
 
 def _now() -> datetime:
@@ -52,62 +54,34 @@ def _refresh_lifetime() -> timedelta:
     return current_app.config["JWT_REFRESH_TOKEN_EXPIRES"]
 
 
+# Login is the one request that does not know its tenant yet: the email decides
+# it. This lookup is the only cross-tenant read of the API, in the system scope,
+# as a database function (migration 0004): the admin, whether they may log in, and
+# how many failed logins they had within the lockout window. The lock is derived
+# from the audit log's auth.login_failed rows rather than kept as separate state;
+# attempts refused *because* of the lock do not count, so it lifts as the failures
+# that caused it age out of the window, however often someone keeps knocking.
+_LOGIN_CANDIDATE = "SELECT * FROM wafaa_login_candidate(%s, %s)"
+
+
 def _find_login_candidate(email: str) -> LoginCandidate | None:
-    # Login is the one request that does not know its tenant yet: the email
-    # decides it. Only this lookup runs across tenants, and it returns plain
-    # values, not objects that could leak into the tenant's unit of work.
-    with system_scope("login lookup by email"):
-        row = db.session.execute(
-            select(
-                TenantAdmin.id,
-                TenantAdmin.tenant_id,
-                TenantAdmin.password_hash,
-                TenantAdmin.is_active,
-                Tenant.is_active,
-            )
-            .join(Tenant, Tenant.id == TenantAdmin.tenant_id)
-            .where(TenantAdmin.email == normalize_email(email))
-        ).first()
-    if row is None:
-        return None
-    admin_id, tenant_id, password_hash, admin_active, tenant_active = row
-    return LoginCandidate(admin_id, tenant_id, password_hash, admin_active and tenant_active)
-
-
-def _recent_failures(admin_id: uuid.UUID) -> int:
-    """Failed logins of this account within the lockout window.
-
-    The audit log already records every failure, so the lock is derived from it
-    rather than kept as separate state. Attempts refused *because* the account was
-    locked do not count: the lock lifts as the failures that caused it age out of
-    the window, however often someone keeps knocking.
-    """
     window = timedelta(minutes=current_app.config["LOGIN_LOCKOUT_WINDOW_MINUTES"])
-    return db.session.scalar(
-        select(func.count())
-        .select_from(AuditLog)
-        .where(
-            AuditLog.action == "auth.login_failed",
-            AuditLog.resource_id == str(admin_id),
-            AuditLog.created_at > func.now() - window,
-            AuditLog.details["reason"].astext.is_distinct_from("locked"),
-        )
-    )
+    row = fetch_one(_LOGIN_CANDIDATE, (normalize_email(email), window))
+    return LoginCandidate(*row) if row is not None else None
 
 
-def _refuse(candidate: LoginCandidate, reason: str, failures_before: int) -> NoReturn:
+def _refuse(candidate: LoginCandidate, reason: str) -> NoReturn:
     """Record a failed login (and the lock it may trigger), then answer 401."""
-    details = {"reason": reason}
     audit.record(
         "auth.login_failed",
         tenant_id=candidate.tenant_id,
         resource_type="admin",
         resource_id=candidate.admin_id,
         actor_id=candidate.admin_id,
-        details=details,
+        details={"reason": reason},
     )
     threshold = current_app.config["LOGIN_LOCKOUT_THRESHOLD"]
-    if reason != "locked" and failures_before + 1 == threshold:
+    if reason != "locked" and candidate.recent_failures + 1 == threshold:
         audit.record(
             "auth.account_locked",
             tenant_id=candidate.tenant_id,
@@ -129,30 +103,36 @@ def login(email: str, password: str) -> dict:
         raise InvalidCredentials()
 
     bind_request_tenant(candidate.tenant_id)
-    failures = _recent_failures(candidate.admin_id)
     # A locked account refuses even the right password, with the same answer as
     # a wrong one: the lock itself tells an attacker nothing.
-    if failures >= current_app.config["LOGIN_LOCKOUT_THRESHOLD"]:
-        _refuse(candidate, "locked", failures)
+    if candidate.recent_failures >= current_app.config["LOGIN_LOCKOUT_THRESHOLD"]:
+        _refuse(candidate, "locked")
     if not password_ok:
-        _refuse(candidate, "bad_password", failures)
+        _refuse(candidate, "bad_password")
     if not candidate.can_log_in:
-        _refuse(candidate, "inactive", failures)
+        _refuse(candidate, "inactive")
 
-    admin = db.session.get(TenantAdmin, candidate.admin_id)
     now = _now()
-    admin.last_login = now
     details = {}
-    if needs_rehash(admin.password_hash):
+    if needs_rehash(candidate.password_hash):
         # The stored hash is cheaper than BCRYPT_ROUNDS: upgrade it while the
         # plaintext is at hand. Not a password change, so not audited as one.
+        admin = db.session.get(TenantAdmin, candidate.admin_id)
         admin.password_hash = rehash(password)
         audit.ignore_change(admin, "password_hash")
         details["password_rehashed"] = True
+    # Bookkeeping, not a change of the admin (last_login is not audited): one
+    # UPDATE instead of loading the admin to change one column.
+    db.session.execute(
+        update(TenantAdmin)
+        .where(TenantAdmin.id == candidate.admin_id)
+        .values(last_login=now)
+        .execution_options(synchronize_session=False, **{audit.BOOKKEEPING: "last_login"})
+    )
     session = AuthSession(
         id=uuid.uuid4(),
-        tenant_id=admin.tenant_id,
-        admin_id=admin.id,
+        tenant_id=candidate.tenant_id,
+        admin_id=candidate.admin_id,
         refresh_jti=_new_jti(),
         last_used_at=now,
         expires_at=now + _refresh_lifetime(),
@@ -162,14 +142,14 @@ def login(email: str, password: str) -> dict:
     db.session.add(session)
     audit.record(
         "auth.login",
-        tenant_id=admin.tenant_id,
+        tenant_id=candidate.tenant_id,
         resource_type="session",
         resource_id=session.id,
-        actor_id=admin.id,
+        actor_id=candidate.admin_id,
         details=details,
     )
     db.session.commit()
-    return issue_tokens(session)
+    return issue_tokens(SessionRef.of(session))
 
 
 def refresh(identity: Identity) -> dict:
@@ -199,11 +179,11 @@ def refresh(identity: Identity) -> dict:
     ).first()
     if rotated is not None:
         db.session.commit()
-        return issue_tokens(session, refresh_jti=next_jti, expires_at=expires_at)
+        return issue_tokens(replace(session, refresh_jti=next_jti, expires_at=expires_at))
     return _refresh_with_stale_token(session, presented)
 
 
-def _refresh_with_stale_token(session: AuthSession, presented: str) -> dict:
+def _refresh_with_stale_token(session: SessionRef, presented: str) -> dict:
     grace = timedelta(seconds=current_app.config["REFRESH_REUSE_GRACE_SECONDS"])
     current = db.session.execute(
         select(
@@ -218,7 +198,7 @@ def _refresh_with_stale_token(session: AuthSession, presented: str) -> dict:
         # Another request (a second tab) rotated this token a moment ago. Answer
         # with the family's current refresh token instead of logging the user out.
         db.session.rollback()
-        return issue_tokens(session, refresh_jti=current.refresh_jti, expires_at=current.expires_at)
+        return issue_tokens(replace(session, refresh_jti=current.refresh_jti, expires_at=current.expires_at))
     # An old refresh token came back after its successor was issued: it was
     # copied. Kill the whole family, the thief's tokens and the victim's alike.
     revoke_sessions(AuthSession.id == session.id, reason="refresh_reuse")
