@@ -174,7 +174,7 @@ def scratch(database_url):
         mp.setenv("TEST_DATABASE_URL", url)
         mp.setenv("DB_APP_ROLE", role)
         app = create_app(TestConfig)
-    assert app.config["SQLALCHEMY_DATABASE_URI"].endswith(f"/{name}")
+    assert make_url(app.config["SQLALCHEMY_DATABASE_URI"]).database == name
     assert app.config["DB_APP_ROLE"] == role
     try:
         yield Scratch(url, role, app)

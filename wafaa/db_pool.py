@@ -1,5 +1,5 @@
 """Connection pool hygiene: check a pooled connection that sat idle before reusing it;
-and the one statement that runs on a pooled connection outside the ORM.
+and the hot-path functions, called on a pooled connection outside the ORM.
 
 SQLAlchemy's `pool_pre_ping` checks every checkout, which is one more round trip
 on every request. A connection reused milliseconds after its last request cannot
@@ -44,18 +44,23 @@ def init_app(app: Flask) -> None:
             raise DisconnectionError("idle connection failed its ping") from error
 
 
-def fetch_one(statement: str, params: tuple) -> tuple | None:
-    """Run one statement on a pooled connection, outside any transaction of ours.
+# The functions of migration 0004. Each sets its own role and scope before it reads
+# (the request role and a tenant, or the system scope), so a call needs no
+# transaction of ours; any other statement run this way would run as the
+# connecting role without row-level security, hence the list.
+HOT_PATH_FUNCTIONS = frozenset({"wafaa_request_identity", "wafaa_login_candidate"})
 
-    For the request identity check only (wafaa.security): the statement is a call
-    of a function that sets its own role and tenant (migration 0004), and on its
-    own it is one prepared statement in one round trip, in its own implicit
-    transaction.
-    """
+
+def call_hot_path(function: str, *args) -> tuple | None:
+    """The first row of a hot-path function, in one round trip on a pooled
+    connection: one prepared statement in its own implicit transaction."""
+    if function not in HOT_PATH_FUNCTIONS:
+        raise ValueError(f"{function} is not a hot-path function")
+    placeholders = ", ".join(["%s"] * len(args))
     pooled = db.engine.raw_connection()
     try:
         with pooled.driver_connection.cursor() as cursor:
-            cursor.execute(statement, params)
+            cursor.execute(f"SELECT * FROM {function}({placeholders})", args)
             return cursor.fetchone()
     except psycopg.OperationalError:
         pooled.invalidate()  # a broken connection must not go back to the pool

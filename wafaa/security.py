@@ -28,7 +28,7 @@ from flask import Flask, current_app, g, request
 from flask_jwt_extended import create_access_token, create_refresh_token, verify_jwt_in_request
 from flask_jwt_extended.exceptions import JWTDecodeError
 
-from wafaa.db_pool import fetch_one
+from wafaa.db_pool import call_hot_path
 from wafaa.errors import error_response
 from wafaa.extensions import jwt
 from wafaa.models import AdminRole, AuthSession, SubscriptionTier
@@ -134,16 +134,16 @@ def authenticate_request() -> None:
     verify_jwt_in_request(refresh=kind == REFRESH, locations=locations)
 
 
-# The one query every authenticated request makes: a database function (migration
-# 0004) that switches to the request role and the token's tenant, then reads the
-# session, admin and tenant under row-level security, in one round trip and with
-# a cached plan. Through the ORM it took three round trips (docs/performance.md).
-_IDENTITY = "SELECT * FROM wafaa_request_identity(%s, %s, %s)"
-
-
 def load_identity(tenant_id: uuid.UUID, session_id: uuid.UUID, admin_id: uuid.UUID) -> tuple | None:
-    """The live session, admin and tenant behind a token, or None."""
-    row = fetch_one(_IDENTITY, (tenant_id, session_id, admin_id))
+    """The live session, admin and tenant behind a token, or None.
+
+    The one query every authenticated request makes: a database function
+    (migration 0004) that switches to the request role and the token's tenant,
+    then reads the session, admin and tenant under row-level security, in one
+    round trip and with a cached plan. Through the ORM it took three round trips
+    (docs/performance.md).
+    """
+    row = call_hot_path("wafaa_request_identity", tenant_id, session_id, admin_id)
     if row is None:
         return None
     refresh_jti, expires_at, email, full_name, role, *tenant = row

@@ -17,7 +17,7 @@ from flask import current_app, request
 from sqlalchemy import delete, func, or_, select, update
 
 from wafaa import audit
-from wafaa.db_pool import fetch_one
+from wafaa.db_pool import call_hot_path
 from wafaa.errors import ApiError, NotFound, Unauthorized
 from wafaa.extensions import db
 from wafaa.models import AuthSession, TenantAdmin, normalize_email
@@ -61,12 +61,9 @@ def _refresh_lifetime() -> timedelta:
 # from the audit log's auth.login_failed rows rather than kept as separate state;
 # attempts refused *because* of the lock do not count, so it lifts as the failures
 # that caused it age out of the window, however often someone keeps knocking.
-_LOGIN_CANDIDATE = "SELECT * FROM wafaa_login_candidate(%s, %s)"
-
-
 def _find_login_candidate(email: str) -> LoginCandidate | None:
     window = timedelta(minutes=current_app.config["LOGIN_LOCKOUT_WINDOW_MINUTES"])
-    row = fetch_one(_LOGIN_CANDIDATE, (normalize_email(email), window))
+    row = call_hot_path("wafaa_login_candidate", normalize_email(email), window)
     return LoginCandidate(*row) if row is not None else None
 
 

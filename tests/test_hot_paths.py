@@ -1,0 +1,73 @@
+"""The hot-path database functions of migration 0004, beneath the API.
+
+They run outside any transaction of the app and set their own role and scope, so
+these tests check that they isolate as strictly as the ORM path does and leave
+nothing behind on the connection.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from wafaa.db_pool import call_hot_path
+
+pytestmark = pytest.mark.usefixtures("migrated")
+
+
+def _session_of(raw_db, admin_id: uuid.UUID) -> uuid.UUID:
+    return raw_db.execute("SELECT id FROM auth_sessions WHERE admin_id = %s", (admin_id,)).fetchone()[0]
+
+
+def test_only_the_hot_path_functions_can_be_called_that_way(app):
+    with app.app_context(), pytest.raises(ValueError):
+        call_hot_path("pg_sleep", 0)
+
+
+def test_request_identity_answers_only_for_the_tenant_the_token_names(app, api, factory, raw_db):
+    a, b = factory.world(), factory.world()
+    api.login(a.owner)
+    session = _session_of(raw_db, a.owner.id)
+    with app.app_context():
+        row = call_hot_path("wafaa_request_identity", a.tenant.id, session, a.owner.id)
+        assert row is not None and row[2] == a.owner.email
+        # The same session claimed for another tenant, or another admin: nothing.
+        assert call_hot_path("wafaa_request_identity", b.tenant.id, session, a.owner.id) is None
+        assert call_hot_path("wafaa_request_identity", a.tenant.id, session, a.admin.id) is None
+
+
+def test_request_identity_reads_as_the_request_role_and_leaves_nothing_on_the_connection(raw_db, api, factory):
+    world = factory.world()
+    api.login(world.owner)
+    session = _session_of(raw_db, world.owner.id)
+    # Called as the app calls it, on a connection of the connecting role (a
+    # superuser here), outside a transaction. current_user, evaluated after the
+    # function ran, shows the role its query ran as.
+    row = raw_db.execute(
+        "SELECT email, current_user FROM wafaa_request_identity(%s, %s, %s)",
+        (world.tenant.id, session, world.owner.id),
+    ).fetchone()
+    assert row == (world.owner.email, "wafaa_app")
+    # The call was its own transaction: role and tenant are gone with it.
+    after = raw_db.execute("SELECT current_user, current_setting('app.tenant_id', true)").fetchone()
+    assert after[0] == "postgres" and after[1] in ("", None)
+
+
+def test_login_candidate_counts_recent_failures_but_not_refusals_of_a_locked_account(app, factory, raw_db):
+    world = factory.world()
+    admin = world.owner
+    for reason, age in (("bad_password", 1), ("bad_password", 2), ("locked", 3), ("bad_password", 60)):
+        raw_db.execute(
+            "INSERT INTO audit_logs (tenant_id, user_id, action, resource_type, resource_id, details, created_at)"
+            " VALUES (%s, %s, 'auth.login_failed', 'admin', %s, jsonb_build_object('reason', %s::text),"
+            " now() - make_interval(mins => %s))",
+            (admin.tenant_id, admin.id, str(admin.id), reason, age),
+        )
+    with app.app_context():
+        row = call_hot_path("wafaa_login_candidate", admin.email, timedelta(minutes=15))
+        assert row[0] == admin.id and row[1] == admin.tenant_id
+        assert row[3] is True  # may log in
+        assert row[4] == 2  # the locked refusal and the hour-old failure do not count
+        assert call_hot_path("wafaa_login_candidate", "nobody@example.com", timedelta(minutes=15)) is None
