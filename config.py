@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from dotenv import dotenv_values, load_dotenv
+from limits import parse_many
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -69,6 +70,19 @@ def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int
     return number
 
 
+def env_rate_limit(name: str, default: str) -> str:
+    """A flask-limiter limit such as "20/minute;200/hour"; a typo must not turn
+    the limit off."""
+    value = env_str(name, default)
+    try:
+        limits = parse_many(value)
+    except ValueError:
+        limits = []
+    if not limits:
+        raise ConfigError(f'{name} must be a rate limit such as "20/minute;200/hour", got {value!r}')
+    return value
+
+
 def env_origins(name: str, default: list[str]) -> list[str]:
     value = env_str(name)
     if value is None:
@@ -105,6 +119,7 @@ class Config:
     DEFAULT_SECRET: str | None = None
     DEFAULT_SEED_PASSWORD: str | None = None
     DEFAULT_BCRYPT_ROUNDS = 12
+    DEFAULT_FAILURE_SETTLE_MS = 50
     DATABASE_URL_VARIABLE = "DATABASE_URL"
     DEFAULT_RATE_LIMITS = {
         "RATELIMIT_LOGIN_PER_IP": "20/minute;200/hour",
@@ -146,6 +161,11 @@ class Config:
         # A replayed refresh token is forgiven for this long after its rotation,
         # so two browser tabs refreshing at once do not log the user out.
         self.REFRESH_REUSE_GRACE_SECONDS = env_int("REFRESH_REUSE_GRACE_SECONDS", 10, minimum=0, maximum=300)
+        # However often it is refreshed, a login session ends this long after it
+        # began (the refresh lifetime slides; this does not).
+        self.SESSION_MAX_DAYS = env_int("SESSION_MAX_DAYS", 30, minimum=1, maximum=365)
+        if self.SESSION_MAX_DAYS < self.REFRESH_TOKEN_EXPIRE_DAYS:
+            raise ConfigError("SESSION_MAX_DAYS must be at least REFRESH_TOKEN_EXPIRE_DAYS")
         # Revoked sessions are kept this long for investigation, then purged.
         self.SESSION_RETENTION_DAYS = env_int("SESSION_RETENTION_DAYS", 30, minimum=1)
 
@@ -193,9 +213,15 @@ class Config:
         self.RATELIMIT_STORAGE_URI = env_str("RATELIMIT_STORAGE_URI", "memory://")
         self.RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
         for name, default in self.DEFAULT_RATE_LIMITS.items():
-            setattr(self, name, env_str(name, default))
+            setattr(self, name, env_rate_limit(name, default))
         self.LOGIN_LOCKOUT_THRESHOLD = env_int("LOGIN_LOCKOUT_THRESHOLD", 10, minimum=1)
         self.LOGIN_LOCKOUT_WINDOW_MINUTES = env_int("LOGIN_LOCKOUT_WINDOW_MINUTES", 15, minimum=1)
+        # Every failed login answers this long after its password check, so that
+        # an unknown email (nothing to write) and a known one (an audit row) take
+        # the same time.
+        self.LOGIN_FAILURE_SETTLE_MS = env_int(
+            "LOGIN_FAILURE_SETTLE_MS", self.DEFAULT_FAILURE_SETTLE_MS, minimum=0, maximum=1000
+        )
 
         # flask-smorest / OpenAPI. Swagger UI's assets are served by the app
         # itself (see wafaa/docs.py), so /docs works with no internet access.
@@ -235,6 +261,7 @@ class TestConfig(Config):
     DEFAULT_SEED_PASSWORD = "wafaa-demo-password"
     # Fast hashes keep the suite quick; production refuses anything below 12.
     DEFAULT_BCRYPT_ROUNDS = 4
+    DEFAULT_FAILURE_SETTLE_MS = 5
     # The suite never touches the database DATABASE_URL names.
     DATABASE_URL_VARIABLE = "TEST_DATABASE_URL"
     # The suite logs in hundreds of times from 127.0.0.1; the rate-limit tests set
@@ -254,6 +281,8 @@ class ProductionConfig(Config):
         for name in ("SECRET_KEY", "JWT_SECRET_KEY"):
             if len(getattr(self, name)) < MIN_SECRET_LENGTH:
                 raise ConfigError(f"{name} must be at least {MIN_SECRET_LENGTH} characters long")
+        if self.SECRET_KEY == self.JWT_SECRET_KEY:
+            raise ConfigError("JWT_SECRET_KEY must differ from SECRET_KEY")
         if self.DEBUG:
             raise ConfigError("DEBUG must be off in production")
         if "*" in self.CORS_ORIGINS:

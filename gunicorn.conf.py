@@ -47,7 +47,7 @@ class JsonLogger(Logger):
             handler.setFormatter(JsonFormatter())
 
     def _compute_access_log_enabled(self) -> bool:
-        # Checked on every request: skip building gunicorn's access line at all.
+        # gunicorn asks this once, at setup: never build its access line at all.
         return False
 
 
@@ -64,6 +64,13 @@ def post_worker_init(worker) -> None:
 
     with app.app_context():
         warm_up()
+    if app.config["ENV_NAME"] == "production" and worker.cfg.workers > 1:
+        if app.config["RATELIMIT_STORAGE_URI"].startswith("memory://"):
+            worker.log.warning(
+                "RATELIMIT_STORAGE_URI is memory:// with %s workers: each worker counts on its own, "
+                "so every rate limit is multiplied by the number of workers. Use redis://.",
+                worker.cfg.workers,
+            )
 
 
 def when_ready(server) -> None:

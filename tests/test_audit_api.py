@@ -103,7 +103,7 @@ def test_the_audit_log_needs_a_token(api, history):
         ({"action": "tenant.updated"}, "action = 'tenant.updated'"),
         ({"action": "admin.created"}, "action = 'admin.created'"),
         ({"action": "auth.login"}, "action = 'auth.login'"),
-        ({"action": "admin.deleted"}, "action = 'admin.deleted'"),
+        ({"action": "auth.refresh_reuse_detected"}, "action = 'auth.refresh_reuse_detected'"),
         ({"resource_type": "admin"}, "resource_type = 'admin'"),
         (
             {"resource_type": "tenant", "action": "tenant.updated"},

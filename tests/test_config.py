@@ -354,3 +354,31 @@ def test_test_config_ignores_dotenv(clean_environment, monkeypatch):
     cfg = TestConfig()
     assert cfg.BCRYPT_ROUNDS == 4
     assert cfg.SQLALCHEMY_DATABASE_URI == "postgresql+psycopg://env@127.0.0.1/wafaa_test"
+
+
+# --- rules added after review ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["2/hr", "x", "ten per minute", "5/minute;oops"])
+def test_a_malformed_rate_limit_stops_start_up_instead_of_switching_the_limit_off(production_env, value):
+    production_env.setenv("RATELIMIT_LOGIN_PER_IP", value)
+    with pytest.raises(ConfigError, match="RATELIMIT_LOGIN_PER_IP"):
+        ProductionConfig()
+
+
+def test_rate_limits_in_either_syntax_are_accepted(production_env):
+    production_env.setenv("RATELIMIT_LOGIN_PER_ACCOUNT", "5 per minute; 20/hour")
+    assert ProductionConfig().RATELIMIT_LOGIN_PER_ACCOUNT == "5 per minute; 20/hour"
+
+
+def test_production_refuses_the_same_key_for_flask_and_jwt(production_env):
+    production_env.setenv("JWT_SECRET_KEY", SECRET)
+    with pytest.raises(ConfigError, match="JWT_SECRET_KEY must differ from SECRET_KEY"):
+        ProductionConfig()
+
+
+def test_the_absolute_session_limit_cannot_be_shorter_than_a_refresh_token(production_env):
+    production_env.setenv("REFRESH_TOKEN_EXPIRE_DAYS", "14")
+    production_env.setenv("SESSION_MAX_DAYS", "7")
+    with pytest.raises(ConfigError, match="SESSION_MAX_DAYS"):
+        ProductionConfig()

@@ -8,7 +8,6 @@ nothing behind on the connection.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 
 import pytest
 
@@ -55,19 +54,34 @@ def test_request_identity_reads_as_the_request_role_and_leaves_nothing_on_the_co
     assert after[0] == "postgres" and after[1] in ("", None)
 
 
-def test_login_candidate_counts_recent_failures_but_not_refusals_of_a_locked_account(app, factory, raw_db):
+def test_login_candidate_finds_the_account_across_tenants(app, factory):
     world = factory.world()
-    admin = world.owner
-    for reason, age in (("bad_password", 1), ("bad_password", 2), ("locked", 3), ("bad_password", 60)):
+    with app.app_context():
+        row = call_hot_path("wafaa_login_candidate", world.viewer.email)
+        assert row[:2] == (world.viewer.id, world.tenant.id)
+        assert row[2].startswith("$2b$") and row[3] is True
+        assert call_hot_path("wafaa_login_candidate", "nobody@example.com") is None
+
+
+def test_the_lockout_counts_recent_failures_but_not_refusals_of_a_locked_account(make_app, factory, raw_db):
+    client = make_app(LOGIN_LOCKOUT_THRESHOLD="3").test_client()
+    admin = factory.world().owner
+
+    def failure(reason: str, minutes_ago: int) -> None:
         raw_db.execute(
             "INSERT INTO audit_logs (tenant_id, user_id, action, resource_type, resource_id, details, created_at)"
             " VALUES (%s, %s, 'auth.login_failed', 'admin', %s, jsonb_build_object('reason', %s::text),"
             " now() - make_interval(mins => %s))",
-            (admin.tenant_id, admin.id, str(admin.id), reason, age),
+            (admin.tenant_id, admin.id, str(admin.id), reason, minutes_ago),
         )
-    with app.app_context():
-        row = call_hot_path("wafaa_login_candidate", admin.email, timedelta(minutes=15))
-        assert row[0] == admin.id and row[1] == admin.tenant_id
-        assert row[3] is True  # may log in
-        assert row[4] == 2  # the locked refusal and the hour-old failure do not count
-        assert call_hot_path("wafaa_login_candidate", "nobody@example.com", timedelta(minutes=15)) is None
+
+    def log_in():
+        return client.post("/api/v1/auth/login", json={"email": admin.email, "password": admin.password})
+
+    for reason, minutes_ago in (("bad_password", 1), ("bad_password", 2), ("locked", 3), ("bad_password", 60)):
+        failure(reason, minutes_ago)
+    # Two failures count (the refusal of a locked account and the old one do not):
+    # below the threshold of three.
+    assert log_in().status_code == 200
+    failure("inactive", 1)
+    assert log_in().status_code == 401

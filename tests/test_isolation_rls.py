@@ -295,7 +295,11 @@ def _pooled_connection_states(app) -> dict[int, tuple]:
 def test_after_requests_pooled_connections_carry_no_tenant_and_the_login_role(probe_app, probe_api, raw_db, worlds):
     a, b = worlds
     login_role = raw_db.execute("SELECT current_user").fetchone()[0]
+    # The pool sets each connection's default statement timeout when it connects
+    # (wafaa.db_pool); a request's own setting must not outlive its transaction.
+    raw_db.execute(f"SET statement_timeout = {probe_app.config['DB_STATEMENT_TIMEOUT_MS']}")
     default_timeout = raw_db.execute("SHOW statement_timeout").fetchone()[0]
+    raw_db.execute("RESET statement_timeout")
     pids = set()
     for world, fail in ((a, False), (b, True)):
         token = probe_api.login(world.owner)["access_token"]

@@ -39,7 +39,6 @@ ACTIONS = (
     "admin.deactivated",
     "admin.reactivated",
     "admin.password_changed",
-    "admin.deleted",
     "auth.login",
     "auth.login_failed",
     "auth.account_locked",
@@ -193,8 +192,10 @@ def _audit_flush(session: Session, flush_context) -> None:
         )
     for obj in list(session.deleted):
         resource = getattr(obj, "__audit_resource__", None)
-        # A deleted tenant takes its audit log with it (ON DELETE CASCADE): there is
-        # no tenant left to file a row under. Tenants are deactivated, not deleted.
+        # No model is deleted through the API today (admins and tenants are
+        # deactivated); this serves the tenant data of later phases. A deleted
+        # tenant takes its audit log with it (ON DELETE CASCADE): there is no
+        # tenant left to file a row under.
         if resource is None or isinstance(obj, Tenant):
             continue
         record(

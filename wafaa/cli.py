@@ -14,6 +14,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from marshmallow import ValidationError
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from wafaa.errors import ApiError
 from wafaa.extensions import db
@@ -52,6 +53,15 @@ def _read_password(password_stdin: bool) -> str:
     if problem:
         raise click.ClickException(problem)
     return password
+
+
+def _commit_or_refuse(message: str) -> None:
+    """Commit; a unique constraint lost to a concurrent command is a refusal."""
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise click.ClickException(message) from None
 
 
 def _tenant_by_slug(slug: str) -> Tenant:
@@ -132,7 +142,7 @@ def create_tenant_command(name, slug, owner_email, owner_name, tier, password_st
             )
         except ApiError as error:
             raise click.ClickException(error.message) from None
-        db.session.commit()
+        _commit_or_refuse("A tenant with this slug, or an admin with this email, was created meanwhile.")
     click.echo(f"Created tenant {tenant.slug} ({tenant.id}) with owner {owner['email']}.")
 
 
@@ -200,7 +210,7 @@ def create_admin_command(slug, email, full_name, role, password_stdin) -> None:
                 password_hash=hash_password(password),
             )
         )
-        db.session.commit()
+        _commit_or_refuse(f"An admin with email {data['email']!r} was created meanwhile.")
     click.echo(f"Created {role} {data['email']} in tenant {slug}.")
 
 

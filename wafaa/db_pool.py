@@ -26,8 +26,19 @@ IDLE_PING_SECONDS = 5.0
 
 
 def init_app(app: Flask) -> None:
+    statement_timeout_ms = int(app.config["DB_STATEMENT_TIMEOUT_MS"])
     with app.app_context():
         engine = db.engine
+
+    @event.listens_for(engine, "connect")
+    def _default_statement_timeout(dbapi_connection, record) -> None:
+        # The connection's default, for what runs outside our transactions (the
+        # hot-path functions); request transactions set it again, and the system
+        # scope lifts it (wafaa.tenancy).
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET statement_timeout = {statement_timeout_ms}")
+        if not dbapi_connection.autocommit:
+            dbapi_connection.commit()
 
     @event.listens_for(engine, "checkin")
     def _mark_idle(dbapi_connection, record) -> None:
@@ -60,7 +71,7 @@ def call_hot_path(function: str, *args) -> tuple | None:
     pooled = db.engine.raw_connection()
     try:
         with pooled.driver_connection.cursor() as cursor:
-            cursor.execute(f"SELECT * FROM {function}({placeholders})", args)
+            cursor.execute(f"SELECT * FROM public.{function}({placeholders})", args)
             return cursor.fetchone()
     except psycopg.OperationalError:
         pooled.invalidate()  # a broken connection must not go back to the pool

@@ -140,7 +140,7 @@ class Unauthorized(ApiError):
 
 class ServiceUnavailable(ApiError):
     status, code, message = 503, "service_unavailable", STATUS_MESSAGES[503]
-    headers = {"Retry-After": "5"}  # wafaa.http_guards keeps it so
+    headers = {"Retry-After": "5"}  # wafaa.http_guards keeps it from flask-limiter
 
 
 def _handle_api_error(error: ApiError) -> Response:
@@ -235,8 +235,8 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _handle_http_exception)
     app.register_error_handler(sa_exc.IntegrityError, _handle_integrity_error)
     app.register_error_handler(sa_exc.DataError, _handle_data_error)
-    # psycopg's own OperationalError comes from the one query run beneath
-    # SQLAlchemy (wafaa.tenancy.fetch_one).
+    # psycopg's own OperationalError comes from the hot-path functions, called
+    # beneath SQLAlchemy (wafaa.db_pool.call_hot_path).
     for unavailable in (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, psycopg.OperationalError):
         app.register_error_handler(unavailable, _handle_database_unavailable)
     for unavailable in (RedisError, StorageError):

@@ -4,15 +4,23 @@ Registered before flask-cors and flask-limiter, so `finish_headers` runs after
 theirs (Flask runs after_request hooks in reverse order of registration).
 """
 
+import json
+
 from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
+from wafaa.errors import ApiError, ServiceUnavailable
+from wafaa.schemas.common import json_depth
+
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-RETRY_AFTER_UNAVAILABLE = "5"
+# No body of this API is nested beyond a few levels (settings: 8); deeper ones are
+# refused before any code walks them (a recursive walk would exhaust the stack).
+MAX_JSON_DEPTH = 32
 
 
 def check_body() -> None:
-    """413 for a body over MAX_CONTENT_LENGTH, 415 for a body that is not JSON.
+    """413 for a body over MAX_CONTENT_LENGTH, 415 for a body that is not JSON,
+    400 for JSON nested too deeply.
 
     Werkzeug only enforces the size limit when the body is read, and webargs
     silently ignores a body of another media type (the fields would then be
@@ -28,13 +36,26 @@ def check_body() -> None:
         return
     if not request.is_json:
         raise UnsupportedMediaType()
-    if length is None:
-        # Chunked: no length to check. Werkzeug stops reading at the limit without
-        # complaint, so the JSON parser would see a truncated body (a 400). Read it
-        # now (it is kept for the parser) and look for one byte beyond the limit.
-        data = request.get_data(cache=True)
-        if len(data) >= current_app.config["MAX_CONTENT_LENGTH"] and request.environ["wsgi.input"].read(1):
-            raise RequestEntityTooLarge()
+    # Read (and keep, for the parsers) the body now.
+    data = request.get_data(cache=True)
+    if (
+        length is None
+        and len(data) >= current_app.config["MAX_CONTENT_LENGTH"]
+        and request.environ["wsgi.input"].read(1)
+    ):
+        # Chunked: no length to check, and Werkzeug stops reading at the limit
+        # without complaint, so the parser would see a truncated body (a 400).
+        raise RequestEntityTooLarge()
+    try:
+        document = json.loads(data)
+    except RecursionError:
+        document = None
+    except ValueError:
+        return  # malformed JSON: the parser that needs the body answers 400
+    else:
+        if json_depth(document) <= MAX_JSON_DEPTH:
+            return
+    raise ApiError("The request body is nested too deeply.", details={"json": [f"At most {MAX_JSON_DEPTH} levels."]})
 
 
 def finish_headers(response: Response) -> Response:
@@ -42,7 +63,7 @@ def finish_headers(response: Response) -> Response:
     # flask-limiter puts Retry-After (its window's reset) on every response; it
     # means something only on 429 and 503, and a 503 keeps the app's own value.
     if response.status_code == 503:
-        response.headers["Retry-After"] = RETRY_AFTER_UNAVAILABLE
+        response.headers["Retry-After"] = ServiceUnavailable.headers["Retry-After"]
     elif response.status_code != 429:
         response.headers.pop("Retry-After", None)
     if current_app.config["CORS_ORIGINS"]:

@@ -20,6 +20,10 @@ MAX_PASSWORD_BYTES = 72
 
 def password_problem(password: str) -> str | None:
     """Why `password` cannot be set, or None if it can."""
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        return "Password must be valid Unicode text."
     if len(password) < MIN_PASSWORD_LENGTH:
         return f"Password must be at least {MIN_PASSWORD_LENGTH} characters long."
     if len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
@@ -66,7 +70,9 @@ def warm_up() -> None:
 
 def verify_password(password: str, password_hash: str | None) -> bool:
     """One bcrypt check, always. False for a missing hash or an unusable password."""
-    candidate = password.encode("utf-8")
+    # surrogatepass: a lone surrogate cannot match any stored password, but must
+    # cost the same bcrypt check as any other wrong password, not an exception.
+    candidate = password.encode("utf-8", "surrogatepass")
     usable = password_hash is not None and len(candidate) <= MAX_PASSWORD_BYTES and b"\x00" not in candidate
     if not usable:
         bcrypt.checkpw(b"wafaa-dummy-password", _dummy_hash(_rounds()))

@@ -15,18 +15,20 @@ limits are applied to the registered views here, not with decorators at import.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Callable
 
 from flask import Flask, current_app, g, request
 from flask_limiter import ApplicationLimit, Limiter
 
+from wafaa import audit
 from wafaa.models.admin import normalize_email
 
 
 def client_ip() -> str:
-    # remote_addr honours X-Forwarded-For only when TRUSTED_PROXY_COUNT > 0
-    # (ProxyFix in create_app): a spoofed header cannot buy a fresh bucket.
-    return request.remote_addr or "unknown"
+    # X-Forwarded-For counts only when TRUSTED_PROXY_COUNT > 0 (ProxyFix in
+    # create_app): a spoofed header cannot buy a fresh bucket.
+    return audit.client_ip() or "unknown"
 
 
 def admin_key() -> str:
@@ -36,13 +38,16 @@ def admin_key() -> str:
 
 
 def login_account_key() -> str:
-    """The account a login names, hashed so no email address lands in Redis."""
+    """The account a login names, as a keyed hash: no email address lands in
+    Redis, and a dictionary of hashed emails cannot reverse the keys."""
     body = request.get_json(silent=True)
     email = body.get("email") if isinstance(body, dict) else None
     if not isinstance(email, str):
         return f"account-unnamed:{client_ip()}"
-    digest = hashlib.sha256(normalize_email(email).encode("utf-8")).hexdigest()[:32]
-    return f"account:{digest}"
+    key = current_app.config["SECRET_KEY"].encode("utf-8")
+    # surrogatepass: an email the schema will refuse still gets a bucket, not a 500.
+    message = normalize_email(email).encode("utf-8", "surrogatepass")
+    return f"account:{hmac.new(key, message, hashlib.sha256).hexdigest()[:32]}"
 
 
 def _setting(name: str) -> Callable[[], str]:

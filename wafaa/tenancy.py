@@ -7,9 +7,9 @@ Every unit of database work runs in exactly one *scope*:
   added (relationship loads, `Model.query`, `session.get` and bulk statements
   included), new rows are stamped with the tenant, and a row of another tenant
   cannot be flushed;
-* the system scope (`system_scope(reason)`: CLI commands, the seed, the login lookup
-  by email, the session purge): deliberate cross-tenant work, named so that it is
-  greppable and logged;
+* the system scope (`system_scope(reason)`: CLI commands, the seed, the session
+  purge, migrations): deliberate cross-tenant work, named so that it is greppable
+  and logged;
 * no scope: any ORM statement on a tenant-scoped model raises `TenantScopeError`.
   Isolation fails closed.
 
@@ -19,6 +19,10 @@ at all the transaction switches to the unprivileged role (`SET LOCAL ROLE`) and 
 `app.tenant_id`, which the row-level security policies compare against (no scope:
 no tenant, no rows). Only the system scope keeps the connecting role. Both settings
 are transaction-local, so nothing survives on a pooled connection.
+
+The two hot paths (the token check, the login lookup by email) bypass the ORM:
+they are database functions that set the same settings themselves (migration
+0004, wafaa.db_pool.call_hot_path).
 """
 
 from __future__ import annotations
@@ -258,7 +262,7 @@ def scope_settings(scope: Scope | None, app_role: str, statement_timeout_ms: int
     if scope is not None and scope.is_system:
         # Operators' work (migrations, purges) keeps the connecting role and no
         # statement timeout: an index build may legitimately take minutes.
-        return ((SYSTEM_SETTING, "on"),)
+        return ((SYSTEM_SETTING, "on"), ("statement_timeout", "0"))
     tenant = str(scope.tenant_id) if scope is not None and scope.tenant_id else ""
     return (("role", app_role), (TENANT_SETTING, tenant), ("statement_timeout", str(statement_timeout_ms)))
 

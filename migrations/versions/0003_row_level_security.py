@@ -29,7 +29,8 @@ missed filter still cannot reach another tenant's rows.
    and never survive on a pooled connection.
 
 Downgrade removes the policies, RLS and the grants. It drops the role unless
-another database of the cluster still uses it (roles are cluster-wide).
+another database of the cluster still uses it (roles are cluster-wide) or the
+migrating role may not drop roles.
 """
 
 from alembic import op
@@ -71,7 +72,20 @@ def upgrade() -> None:
         $$
         """
     )
-    op.execute(f"GRANT {role} TO CURRENT_USER")
+    # Membership lets a non-superuser owner switch to the role. Granted only when
+    # missing: an owner without CREATEROLE cannot grant it, but a DBA may already
+    # have (README, "Running in production").
+    op.execute(
+        f"""
+        DO $$
+        BEGIN
+            IF NOT pg_has_role(current_user, '{role}', 'MEMBER') THEN
+                GRANT {role} TO CURRENT_USER;
+            END IF;
+        END
+        $$
+        """
+    )
     op.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
     for table, (tenant_column, privileges) in TENANT_TABLES.items():
         op.execute(f"GRANT {privileges} ON {table} TO {role}")
@@ -100,8 +114,11 @@ def downgrade() -> None:
         DO $$
         BEGIN
             DROP ROLE IF EXISTS {role};
-        EXCEPTION WHEN dependent_objects_still_exist THEN
-            RAISE NOTICE 'role {role} is still used by another database; kept';
+        EXCEPTION
+            WHEN dependent_objects_still_exist THEN
+                RAISE NOTICE 'role {role} is still used by another database; kept';
+            WHEN insufficient_privilege THEN
+                RAISE NOTICE 'role {role} kept: dropping it needs CREATEROLE';
         END
         $$
         """

@@ -18,11 +18,13 @@ explicit transaction, those settings end with the statement.
    and the token's tenant, then reads the session, the admin and the tenant, so
    its query runs under row-level security like every request query (and names
    the tenant itself as well).
-2. `wafaa_login_candidate(email, window)`: the one cross-tenant read of the API.
-   In the system scope (`app.system`), it finds the admin by email and counts
-   their failed logins within the lockout window (for the lock, derived from the
-   audit log rather than kept as separate state).
-3. A partial index for that count: failed logins of one account, by time.
+2. `wafaa_login_candidate(email)`: the one cross-tenant read of the API. In the
+   system scope (`app.system`), it finds the admin by email: their id, tenant,
+   password hash, and whether they and their tenant are active.
+3. A partial index of failed logins of one account, by time: the account lockout
+   counts them (wafaa.services.sessions).
+
+Only the owner may execute them (EXECUTE is revoked from PUBLIC).
 
 Downgrade drops the functions and the index.
 """
@@ -73,10 +75,8 @@ def upgrade() -> None:
     )
     op.execute(
         """
-        CREATE FUNCTION wafaa_login_candidate(p_email text, p_window interval)
-        RETURNS TABLE (
-            admin_id uuid, tenant_id uuid, password_hash varchar, can_log_in boolean, recent_failures bigint
-        )
+        CREATE FUNCTION wafaa_login_candidate(p_email text)
+        RETURNS TABLE (admin_id uuid, tenant_id uuid, password_hash varchar, can_log_in boolean)
         LANGUAGE plpgsql
         SECURITY INVOKER
         SET search_path = public, pg_temp
@@ -84,11 +84,7 @@ def upgrade() -> None:
         BEGIN
             PERFORM set_config('app.system', 'on', true);
             RETURN QUERY
-            SELECT a.id, a.tenant_id, a.password_hash, a.is_active AND t.is_active,
-                   (SELECT count(*) FROM audit_logs l
-                    WHERE l.tenant_id = a.tenant_id AND l.action = 'auth.login_failed'
-                      AND l.resource_id = a.id::text AND l.created_at > now() - p_window
-                      AND l.details ->> 'reason' IS DISTINCT FROM 'locked')
+            SELECT a.id, a.tenant_id, a.password_hash, a.is_active AND t.is_active
             FROM tenant_admins a
             JOIN tenants t ON t.id = a.tenant_id
             WHERE a.email = p_email;
@@ -96,6 +92,10 @@ def upgrade() -> None:
         $$
         """
     )
+    # Only the owner (the app's connecting role) calls them. The request role must
+    # not: the identity function could re-point its transaction's tenant.
+    op.execute("REVOKE EXECUTE ON FUNCTION wafaa_request_identity(uuid, uuid, uuid) FROM PUBLIC")
+    op.execute("REVOKE EXECUTE ON FUNCTION wafaa_login_candidate(text) FROM PUBLIC")
     op.create_index(
         "ix_audit_logs_tenant_id_resource_id_created_at_login_failed",
         "audit_logs",
@@ -106,5 +106,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_audit_logs_tenant_id_resource_id_created_at_login_failed", table_name="audit_logs")
-    op.execute("DROP FUNCTION wafaa_login_candidate(text, interval)")
+    op.execute("DROP FUNCTION wafaa_login_candidate(text)")
     op.execute("DROP FUNCTION wafaa_request_identity(uuid, uuid, uuid)")

@@ -4,7 +4,7 @@ from marshmallow import ValidationError, fields, post_load, pre_load, validate, 
 
 from wafaa.models.admin import AdminRole, normalize_email
 from wafaa.passwords import MAX_PASSWORD_BYTES, MIN_PASSWORD_LENGTH, password_problem
-from wafaa.schemas.common import PageQuerySchema, PageSchema, StrictSchema, Text
+from wafaa.schemas.common import EmailText, PageQuerySchema, PageSchema, StrictSchema, Text
 
 
 class AdminSchema(StrictSchema):
@@ -31,7 +31,7 @@ def _strip_full_name(data: dict) -> dict:
 
 
 class AdminCreateSchema(StrictSchema):
-    email = fields.Email(required=True, validate=validate.Length(max=255))
+    email = EmailText(required=True)
     full_name = _full_name(required=True)
     role = fields.Enum(AdminRole, by_value=True, required=True)
     password = Text(

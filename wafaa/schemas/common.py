@@ -11,16 +11,48 @@ class StrictSchema(ma.Schema):
         unknown = ma.RAISE
 
 
-class Text(fields.String):
-    """A string PostgreSQL can store: no NUL characters (text columns reject them)."""
+def json_depth(value) -> int:
+    """Nesting depth of a JSON value (a flat object is 1), without recursion, so a
+    hostile document cannot exhaust the stack."""
+    depth, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            depth = max(depth, level)
+            stack.extend((child, level + 1) for child in node.values())
+        elif isinstance(node, list):
+            depth = max(depth, level)
+            stack.extend((child, level + 1) for child in node)
+    return depth
 
-    default_error_messages = {"nul": "Must not contain NUL characters."}
+
+def is_storable_text(text: str) -> bool:
+    """PostgreSQL stores UTF-8 without NUL: a lone surrogate (JSON "\\ud800") or a
+    NUL character cannot be stored."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
+class Text(fields.String):
+    """A string PostgreSQL can store: valid UTF-8 (no lone surrogates), no NUL."""
+
+    default_error_messages = {"text": "Must be valid Unicode text without NUL characters."}
 
     def _deserialize(self, value, attr, data, **kwargs):
         result = super()._deserialize(value, attr, data, **kwargs)
-        if "\x00" in result:
-            raise self.make_error("nul")
+        if not is_storable_text(result):
+            raise self.make_error("text")
         return result
+
+
+class EmailText(Text):
+    """An email address (at most 255 characters), as storable text."""
+
+    def __init__(self, **kwargs):
+        super().__init__(validate=[validate.Email(), validate.Length(max=255)], **kwargs)
 
 
 class ErrorBodySchema(ma.Schema):

@@ -1,24 +1,14 @@
 """Tenant schemas: output, the PATCH body, and creation (CLI)."""
 
 import json
-import math
 
 from marshmallow import ValidationError, fields, post_load, validate
 
 from wafaa.models.tenant import SLUG_PATTERN, SubscriptionTier
-from wafaa.schemas.common import StrictSchema, Text
+from wafaa.schemas.common import StrictSchema, Text, json_depth
 
 SETTINGS_MAX_BYTES = 16 * 1024
 SETTINGS_MAX_DEPTH = 8
-
-
-def json_depth(value, level: int = 1) -> int:
-    """Nesting depth of a JSON value; a flat object is 1."""
-    if isinstance(value, dict):
-        return max((json_depth(v, level + 1) for v in value.values()), default=level)
-    if isinstance(value, list):
-        return max((json_depth(v, level + 1) for v in value), default=level)
-    return level - 1
 
 
 def settings_problem(settings: dict) -> str | None:
@@ -26,24 +16,14 @@ def settings_problem(settings: dict) -> str | None:
     if json_depth(settings) > SETTINGS_MAX_DEPTH:
         return f"Settings may be nested at most {SETTINGS_MAX_DEPTH} levels deep."
     try:
-        encoded = json.dumps(settings, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except ValueError:
-        return "Numbers must be finite."
-    if "\\u0000" in encoded:
+        encoded = json.dumps(settings, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except ValueError:  # NaN or Infinity (UnicodeEncodeError is a ValueError too)
+        return "Settings must hold finite numbers and valid Unicode text."
+    if b"\\u0000" in encoded:
         return "Settings must not contain NUL characters."
-    if len(encoded.encode("utf-8")) > SETTINGS_MAX_BYTES:
+    if len(encoded) > SETTINGS_MAX_BYTES:
         return f"Settings must be at most {SETTINGS_MAX_BYTES} bytes as compact JSON."
     return None
-
-
-def _no_nonfinite(value) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(_no_nonfinite(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_no_nonfinite(v) for v in value)
-    return True
 
 
 class SettingsField(fields.Dict):
@@ -51,8 +31,6 @@ class SettingsField(fields.Dict):
 
     def _deserialize(self, value, attr, data, **kwargs):
         result = super()._deserialize(value, attr, data, **kwargs)
-        if not _no_nonfinite(result):
-            raise ValidationError("Numbers must be finite.")
         problem = settings_problem(result)
         if problem:
             raise ValidationError(problem)

@@ -8,10 +8,10 @@ because every request checks its session (wafaa.security).
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import NoReturn
 
 from flask import current_app, request
 from sqlalchemy import delete, func, or_, select, update
@@ -20,7 +20,7 @@ from wafaa import audit
 from wafaa.db_pool import call_hot_path
 from wafaa.errors import ApiError, NotFound, Unauthorized
 from wafaa.extensions import db
-from wafaa.models import AuthSession, TenantAdmin, normalize_email
+from wafaa.models import AuditLog, AuthSession, TenantAdmin, normalize_email
 from wafaa.passwords import needs_rehash, rehash, verify_password
 from wafaa.security import Identity, SessionRef, issue_tokens
 from wafaa.tenancy import bind_request_tenant, system_scope
@@ -39,7 +39,6 @@ class LoginCandidate:
     tenant_id: uuid.UUID
     password_hash: str
     can_log_in: bool
-    recent_failures: int
 
 
 def _now() -> datetime:
@@ -54,21 +53,54 @@ def _refresh_lifetime() -> timedelta:
     return current_app.config["JWT_REFRESH_TOKEN_EXPIRES"]
 
 
-# Login is the one request that does not know its tenant yet: the email decides
-# it. This lookup is the only cross-tenant read of the API, in the system scope,
-# as a database function (migration 0004): the admin, whether they may log in, and
-# how many failed logins they had within the lockout window. The lock is derived
-# from the audit log's auth.login_failed rows rather than kept as separate state;
-# attempts refused *because* of the lock do not count, so it lifts as the failures
-# that caused it age out of the window, however often someone keeps knocking.
 def _find_login_candidate(email: str) -> LoginCandidate | None:
-    window = timedelta(minutes=current_app.config["LOGIN_LOCKOUT_WINDOW_MINUTES"])
-    row = call_hot_path("wafaa_login_candidate", normalize_email(email), window)
+    # Login is the one request that does not know its tenant yet: the email
+    # decides it. This lookup is the API's only cross-tenant read, in the system
+    # scope, as a database function (migration 0004).
+    row = call_hot_path("wafaa_login_candidate", normalize_email(email))
     return LoginCandidate(*row) if row is not None else None
 
 
-def _refuse(candidate: LoginCandidate, reason: str) -> NoReturn:
-    """Record a failed login (and the lock it may trigger), then answer 401."""
+def _lock_and_count_failures(admin_id: uuid.UUID) -> int:
+    """Lock the account's row for this transaction and count its failed logins
+    within the lockout window.
+
+    The lock is derived from the audit log's auth.login_failed rows rather than
+    kept as separate state. The row lock makes concurrent attempts on one account
+    take turns, so each sees the failures before it and the lock is recorded
+    exactly once. Attempts refused *because* of the lock do not count: it lifts as
+    the failures that caused it age out of the window.
+    """
+    # Two statements: the count must take its snapshot after the lock is granted
+    # (in READ COMMITTED each statement sees what was committed when it began).
+    db.session.execute(select(TenantAdmin.id).where(TenantAdmin.id == admin_id).with_for_update())
+    window = timedelta(minutes=current_app.config["LOGIN_LOCKOUT_WINDOW_MINUTES"])
+    return db.session.scalar(
+        select(func.count())
+        .select_from(AuditLog)
+        .where(
+            AuditLog.action == "auth.login_failed",
+            AuditLog.resource_id == str(admin_id),
+            AuditLog.created_at > func.now() - window,
+            AuditLog.details["reason"].astext.is_distinct_from("locked"),
+        )
+    )
+
+
+def _refusal_reason(candidate: LoginCandidate, password_ok: bool, failures: int) -> str | None:
+    if failures >= current_app.config["LOGIN_LOCKOUT_THRESHOLD"]:
+        # Even the right password: the lock gets the same answer as a wrong one,
+        # so it tells an attacker nothing.
+        return "locked"
+    if not password_ok:
+        return "bad_password"
+    if not candidate.can_log_in:
+        return "inactive"
+    return None
+
+
+def _record_failure(candidate: LoginCandidate, reason: str, failures: int) -> None:
+    """The auth.login_failed row, and auth.account_locked when this one locks."""
     audit.record(
         "auth.login_failed",
         tenant_id=candidate.tenant_id,
@@ -78,7 +110,7 @@ def _refuse(candidate: LoginCandidate, reason: str) -> NoReturn:
         details={"reason": reason},
     )
     threshold = current_app.config["LOGIN_LOCKOUT_THRESHOLD"]
-    if reason != "locked" and candidate.recent_failures + 1 == threshold:
+    if reason != "locked" and failures + 1 == threshold:
         audit.record(
             "auth.account_locked",
             tenant_id=candidate.tenant_id,
@@ -88,7 +120,12 @@ def _refuse(candidate: LoginCandidate, reason: str) -> NoReturn:
             details={"failures": threshold, "window_minutes": current_app.config["LOGIN_LOCKOUT_WINDOW_MINUTES"]},
         )
     db.session.commit()
-    raise InvalidCredentials()
+
+
+def _settle(deadline: float) -> None:
+    remaining = deadline - time.monotonic()
+    if remaining > 0:
+        time.sleep(remaining)
 
 
 def login(email: str, password: str) -> dict:
@@ -96,18 +133,21 @@ def login(email: str, password: str) -> dict:
     # Exactly one bcrypt check whatever happens next (a fixed dummy hash when the
     # email is unknown), and no database connection is held while it runs.
     password_ok = verify_password(password, candidate.password_hash if candidate else None)
+    # Every failure answers at the same moment after the check: an unknown email
+    # writes nothing, a known one an audit row, and that difference must not be
+    # visible as time.
+    settle = time.monotonic() + current_app.config["LOGIN_FAILURE_SETTLE_MS"] / 1000
     if candidate is None:
+        _settle(settle)
         raise InvalidCredentials()
 
     bind_request_tenant(candidate.tenant_id)
-    # A locked account refuses even the right password, with the same answer as
-    # a wrong one: the lock itself tells an attacker nothing.
-    if candidate.recent_failures >= current_app.config["LOGIN_LOCKOUT_THRESHOLD"]:
-        _refuse(candidate, "locked")
-    if not password_ok:
-        _refuse(candidate, "bad_password")
-    if not candidate.can_log_in:
-        _refuse(candidate, "inactive")
+    failures = _lock_and_count_failures(candidate.admin_id)
+    reason = _refusal_reason(candidate, password_ok, failures)
+    if reason is not None:
+        _record_failure(candidate, reason, failures)
+        _settle(settle)
+        raise InvalidCredentials()
 
     now = _now()
     details = {}
@@ -154,7 +194,10 @@ def refresh(identity: Identity) -> dict:
     session = identity.session
     presented = identity.claims["jti"]
     next_jti = _new_jti()
-    expires_at = _now() + _refresh_lifetime()
+    # Each rotation extends the session by the refresh lifetime, never past its
+    # absolute limit: a stolen family cannot be kept alive for ever.
+    max_age = timedelta(days=current_app.config["SESSION_MAX_DAYS"])
+    expires_at = func.least(_now() + _refresh_lifetime(), AuthSession.created_at + max_age)
     # Only one request can swap a given jti: the row lock serialises concurrent
     # refreshes, and the loser's WHERE no longer matches once the winner commits.
     rotated = db.session.execute(
@@ -171,12 +214,12 @@ def refresh(identity: Identity) -> dict:
             last_used_at=func.now(),
             expires_at=expires_at,
         )
-        .returning(AuthSession.id)
+        .returning(AuthSession.expires_at)
         .execution_options(synchronize_session=False)
     ).first()
     if rotated is not None:
         db.session.commit()
-        return issue_tokens(replace(session, refresh_jti=next_jti, expires_at=expires_at))
+        return issue_tokens(replace(session, refresh_jti=next_jti, expires_at=rotated.expires_at))
     return _refresh_with_stale_token(session, presented)
 
 

@@ -1,0 +1,58 @@
+"""Limits on sessions and logins found by review: the absolute lifetime of a
+session, and a lockout that holds when failed logins arrive all at once."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import jwt
+
+from config import TestConfig
+
+
+def test_refresh_never_extends_a_session_past_its_absolute_limit(make_app, factory, raw_db):
+    client = make_app(REFRESH_TOKEN_EXPIRE_DAYS="7", SESSION_MAX_DAYS="10").test_client()
+    admin = factory.world().owner
+    tokens = client.post("/api/v1/auth/login", json={"email": admin.email, "password": admin.password}).get_json()
+    # The session began nine days ago: one day of its life is left.
+    raw_db.execute("UPDATE auth_sessions SET created_at = now() - interval '9 days' WHERE admin_id = %s", (admin.id,))
+
+    refreshed = client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert refreshed.status_code == 200
+    claims = jwt.decode(refreshed.get_json()["refresh_token"], TestConfig.DEFAULT_SECRET, algorithms=["HS256"])
+    expires = datetime.fromtimestamp(claims["exp"], UTC)
+    assert expires < datetime.now(UTC) + timedelta(days=1, minutes=5)  # not the sliding 7 days
+    stored = raw_db.execute("SELECT expires_at - created_at FROM auth_sessions WHERE admin_id = %s", (admin.id,))
+    assert stored.fetchone()[0] <= timedelta(days=10)
+
+
+def test_concurrent_failed_logins_lock_the_account_once_and_never_exceed_the_threshold(make_app, factory, raw_db):
+    app = make_app(LOGIN_LOCKOUT_THRESHOLD="5")
+    admin = factory.world().owner
+    statuses = []
+
+    def attempt() -> None:
+        response = app.test_client().post(
+            "/api/v1/auth/login", json={"email": admin.email, "password": "not the password at all"}
+        )
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=attempt) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert statuses == [401] * 12
+    reasons = raw_db.execute(
+        "SELECT details ->> 'reason', count(*) FROM audit_logs WHERE action = 'auth.login_failed'"
+        " AND resource_id = %s GROUP BY 1",
+        (str(admin.id),),
+    ).fetchall()
+    assert dict(reasons) == {"bad_password": 5, "locked": 7}
+    locks = raw_db.execute(
+        "SELECT count(*) FROM audit_logs WHERE action = 'auth.account_locked' AND resource_id = %s",
+        (str(admin.id),),
+    ).fetchone()
+    assert locks == (1,)
