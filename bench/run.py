@@ -45,7 +45,11 @@ sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 EXTRA_TENANTS = 100
 PASSWORD = "bench-password-0123"
-WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", 10))
+WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", 5))
+# The service and the floor take turns, this many times each: this machine's speed
+# drifts by tens of percent within a minute, so one long run of each would
+# compare two different machines.
+WRK_ROUNDS = int(os.environ.get("BENCH_WRK_ROUNDS", 3))
 WRK_CONNECTIONS = 32
 
 
@@ -194,6 +198,11 @@ def wrk(url: str, path: str, token: str) -> dict:
     }
 
 
+def median_run(runs: list[dict]) -> dict:
+    """Median of each figure over the rounds."""
+    return {name: statistics.median(run[name] for run in runs) for name in runs[0]}
+
+
 def ensure_wrk() -> None:
     if shutil.which("wrk"):
         return
@@ -256,12 +265,13 @@ def main() -> int:
         access = login(service.url, "owner@acme.example.com")[1]["access_token"]
         floor = Server("bench.floor_app:app", env)
         for path, key in (("/api/v1/tenants/me", "tenant_me"), ("/api/v1/tenants/me/admins", "admins")):
-            ours, base = wrk(service.url, path, access), wrk(floor.url, path, access)
+            rounds = [(wrk(service.url, path, access), wrk(floor.url, path, access)) for _ in range(WRK_ROUNDS)]
             results[key] = {
-                "service": ours,
-                "floor": base,
-                "throughput_ratio": ours["rps"] / base["rps"],
-                "p99_ratio": ours["p99_ms"] / base["p99_ms"],
+                "service": median_run([ours for ours, _ in rounds]),
+                "floor": median_run([base for _, base in rounds]),
+                "throughput_ratio": statistics.median(ours["rps"] / base["rps"] for ours, base in rounds),
+                "p99_ratio": statistics.median(ours["p99_ms"] / base["p99_ms"] for ours, base in rounds),
+                "rounds": rounds,
             }
     finally:
         service.stop()
@@ -288,7 +298,7 @@ def report(r: dict) -> None:
             (
                 f"{label} throughput (32 conn)",
                 f"{s['rps']:.0f} req/s",
-                f"floor {f['rps']:.0f}: ratio {ratios['throughput_ratio']:.2f}",
+                f"floor {f['rps']:.0f}: ratio {ratios['throughput_ratio']:.2f} (median of {WRK_ROUNDS} turns)",
             )
         )
         rows.append(

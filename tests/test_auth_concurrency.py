@@ -30,33 +30,6 @@ ME = "/api/v1/tenants/me"
 TIMEOUT = 60
 
 
-class Server(GunicornServer):
-    """GunicornServer that also waits out a /health poll that timed out.
-
-    While the workers boot, the kernel already accepts connections on the master's
-    socket; the first poll can then time out (a ReadTimeout, which
-    GunicornServer.start does not retry) although the server is about to be ready.
-    """
-
-    def start(self, timeout: float = 30) -> Server:
-        try:
-            return super().start(timeout)
-        except requests.Timeout:
-            pass
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited early:\n{self.output()}")
-            try:
-                if requests.get(f"{self.url}/health", timeout=5).status_code in (200, 503):
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"gunicorn did not start in {timeout}s:\n{self.output()}")
-
-
 def bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
 
@@ -73,7 +46,7 @@ def at_once(count: int, call: Callable[[int], requests.Response]) -> list[reques
         return list(pool.map(run, range(count)))
 
 
-def login(server: Server, admin, password: str = PASSWORD) -> dict:
+def login(server: GunicornServer, admin, password: str = PASSWORD) -> dict:
     response = requests.post(f"{server.url}{LOGIN}", json={"email": admin.email, "password": password}, timeout=TIMEOUT)
     assert response.status_code == 200, response.text
     return response.json()
@@ -96,11 +69,11 @@ def claims(app, token: str) -> dict:
 @pytest.fixture
 def server(migrated):
     env = {"DB_POOL_SIZE": "8", "RATELIMIT_AUTHENTICATED": "1000000/day"}
-    with Server(workers=2, threads=8, env=env) as running:
+    with GunicornServer(workers=2, threads=8, env=env) as running:
         yield running
 
 
-def accepted_by_both_workers(server: Server, token: str, attempts: int = 200) -> None:
+def accepted_by_both_workers(server: GunicornServer, token: str, attempts: int = 200) -> None:
     """Sends requests with `token`, one at a time, until both workers have answered 200.
 
     Each worker counts an admin's requests in its own in-memory rate-limit storage
@@ -183,7 +156,7 @@ def test_logout_is_honoured_by_every_worker(server, factory):
 
 def test_logout_survives_a_server_restart(migrated, factory):
     admin = factory.admin(factory.tenant())
-    first = Server(workers=2, threads=4)
+    first = GunicornServer(workers=2, threads=4)
     with first:
         ended = login(first, admin)
         kept = login(first, admin)
@@ -192,7 +165,7 @@ def test_logout_survives_a_server_restart(migrated, factory):
         assert_revoked(requests.get(f"{first.url}{ME}", headers=bearer(ended["access_token"]), timeout=30))
     assert first.process.poll() is not None
 
-    with Server(workers=2, threads=4) as second:
+    with GunicornServer(workers=2, threads=4) as second:
         for response in at_once(
             16, lambda i: requests.get(f"{second.url}{ME}", headers=bearer(ended["access_token"]), timeout=TIMEOUT)
         ):
@@ -210,7 +183,7 @@ def test_rehash_on_login_is_not_audited_as_a_password_change(migrated, factory, 
     admin = factory.admin(factory.tenant())  # hashed at the suite's cost, 4
     legacy = raw_db.execute("SELECT password_hash FROM tenant_admins WHERE id = %s", (admin.id,)).fetchone()[0]
     assert legacy.split("$")[2] == "04"
-    with Server(workers=1, threads=2, env={"BCRYPT_ROUNDS": "5"}) as server:
+    with GunicornServer(workers=1, threads=2, env={"BCRYPT_ROUNDS": "5"}) as server:
         login(server, admin)
         login(server, admin)
     upgraded = raw_db.execute("SELECT password_hash FROM tenant_admins WHERE id = %s", (admin.id,)).fetchone()[0]
@@ -239,7 +212,7 @@ def test_one_hundred_simultaneous_logins_at_bcrypt_cost_12(app, factory, raw_db)
     load = os.getloadavg()[0]  # other work on the machine skews the comparison
 
     env = {"BCRYPT_ROUNDS": "12", "DB_POOL_SIZE": "8"}
-    with Server(workers=2, threads=8, env=env) as server:
+    with GunicornServer(workers=2, threads=8, env=env) as server:
         started = time.perf_counter()
         responses = at_once(
             100,

@@ -10,34 +10,13 @@ import jwt
 import pytest
 from psycopg.rows import dict_row
 
-from config import TestConfig
 from tests.support import PASSWORD, error_of
-from wafaa import create_app
-from wafaa.extensions import db
 
 LOGIN = "/api/v1/auth/login"
 REFRESH = "/api/v1/auth/refresh"
 ME = "/api/v1/tenants/me"
 CLAIMS = {"sub", "tid", "sid", "jti", "type", "iat", "exp"}
 DAY = 24 * 3600
-
-
-@pytest.fixture
-def make_app(monkeypatch, migrated):
-    """A fresh app built from TestConfig after setting environment overrides."""
-    apps = []
-
-    def make(**env: str):
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        app = create_app(TestConfig)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        with app.app_context():
-            db.engine.dispose()
 
 
 def decode(app, token: str) -> dict:

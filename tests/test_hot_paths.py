@@ -8,6 +8,7 @@ nothing behind on the connection.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 
@@ -57,10 +58,10 @@ def test_request_identity_reads_as_the_request_role_and_leaves_nothing_on_the_co
 def test_login_candidate_finds_the_account_across_tenants(app, factory):
     world = factory.world()
     with app.app_context():
-        row = call_hot_path("wafaa_login_candidate", world.viewer.email)
+        row = call_hot_path("wafaa_login_candidate", world.viewer.email, timedelta(minutes=15))
         assert row[:2] == (world.viewer.id, world.tenant.id)
-        assert row[2].startswith("$2b$") and row[3] is True
-        assert call_hot_path("wafaa_login_candidate", "nobody@example.com") is None
+        assert row[2].startswith("$2b$") and row[3] is True and row[4] == 0
+        assert call_hot_path("wafaa_login_candidate", "nobody@example.com", timedelta(minutes=15)) is None
 
 
 def test_the_lockout_counts_recent_failures_but_not_refusals_of_a_locked_account(make_app, factory, raw_db):

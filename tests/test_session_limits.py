@@ -56,3 +56,33 @@ def test_concurrent_failed_logins_lock_the_account_once_and_never_exceed_the_thr
         (str(admin.id),),
     ).fetchone()
     assert locks == (1,)
+
+
+def test_a_token_verified_before_still_expires_and_still_gets_revoked(app, api, factory):
+    """Repeats of an access token skip re-decoding (wafaa.security.VerifiedTokens),
+    never the time checks nor the revocation check."""
+    import time
+
+    from flask_jwt_extended import create_access_token, decode_token
+
+    admin = factory.world().owner
+    tokens = api.login(admin)
+    with app.test_request_context():
+        claims = decode_token(tokens["access_token"])
+        short = create_access_token(
+            str(admin.id),
+            additional_claims={"tid": claims["tid"], "sid": claims["sid"]},
+            expires_delta=timedelta(seconds=2),
+        )
+    assert api.get("/api/v1/tenants/me", token=short).status_code == 200
+    assert api.get("/api/v1/tenants/me", token=short).status_code == 200  # the repeat
+    time.sleep(2.5)
+    expired = api.get("/api/v1/tenants/me", token=short)
+    assert expired.status_code == 401
+    assert expired.get_json()["error"]["code"] == "token_expired"
+
+    assert api.get("/api/v1/tenants/me", token=tokens["access_token"]).status_code == 200
+    assert api.post("/api/v1/auth/logout", token=tokens["access_token"]).status_code == 204
+    revoked = api.get("/api/v1/tenants/me", token=tokens["access_token"])
+    assert revoked.status_code == 401
+    assert revoked.get_json()["error"]["code"] == "token_revoked"

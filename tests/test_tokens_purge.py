@@ -3,33 +3,10 @@ SESSION_RETENTION_DAYS; keeps live and recently revoked ones; says how many it d
 
 from __future__ import annotations
 
-import pytest
-
-from config import TestConfig
 from tests.support import PASSWORD
-from wafaa import create_app
-from wafaa.extensions import db
 
 LOGIN = "/api/v1/auth/login"
 ME = "/api/v1/tenants/me"
-
-
-@pytest.fixture
-def make_app(monkeypatch, migrated):
-    """A fresh app built from TestConfig after setting environment overrides."""
-    apps = []
-
-    def make(**env: str):
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        app = create_app(TestConfig)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        with app.app_context():
-            db.engine.dispose()
 
 
 def new_session(client, admin) -> tuple[str, str]:

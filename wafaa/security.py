@@ -7,7 +7,8 @@ A request's way through authentication, in `before_request`:
 2. flask-jwt-extended reads the bearer token (header only; the refresh endpoint
    also takes it from the JSON body) and verifies signature, algorithm, `exp`,
    `nbf` and type. Before the signature is checked, `_signing_key` refuses a token
-   without every claim we rely on.
+   without every claim we rely on. An access token verified before is taken from
+   `VerifiedTokens` instead, with `exp` and `nbf` checked again.
 3. `_is_revoked` binds the request to the token's tenant (the signed `tid`) and
    loads, in one query and under that tenant's row-level security, the token's
    session, admin and tenant. A revoked or expired session, an inactive admin or
@@ -20,13 +21,16 @@ Every failure is a 401 with `WWW-Authenticate: Bearer` and a specific code.
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from flask import Flask, current_app, g, request
-from flask_jwt_extended import create_access_token, create_refresh_token, verify_jwt_in_request
-from flask_jwt_extended.exceptions import JWTDecodeError
+from flask_jwt_extended import create_access_token, create_refresh_token, get_jwt, verify_jwt_in_request
+from flask_jwt_extended.exceptions import JWTDecodeError, RevokedTokenError
 
 from wafaa.db_pool import call_hot_path
 from wafaa.errors import error_response
@@ -123,15 +127,62 @@ def _required_auth() -> str:
     return getattr(view, _AUTH_ATTRIBUTE, ACCESS)
 
 
+class VerifiedTokens:
+    """Access tokens flask-jwt-extended has fully verified, by their exact header.
+
+    flask-jwt-extended decodes a token four times per request (PyJWT checks each
+    character of each segment in Python); a client sends the same access token
+    with every request for half an hour. A repeat is answered from here: the same
+    bytes verified before verify the same way again, except for time, so `exp`
+    and `nbf` are checked anew (an expired token falls through to the library,
+    which answers token_expired). The revocation check, which reads the
+    database, runs on every request either way.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._entries: OrderedDict[str, dict] = OrderedDict()
+        self._lock = threading.Lock()
+        self._size = size
+
+    def get(self, header: str) -> dict | None:
+        with self._lock:
+            claims = self._entries.get(header)
+            if claims is not None:
+                self._entries.move_to_end(header)
+        if claims is None or not claims.get("nbf", 0) <= time.time() < claims["exp"]:
+            return None
+        return claims
+
+    def put(self, header: str, claims: dict) -> None:
+        with self._lock:
+            self._entries[header] = claims
+            self._entries.move_to_end(header)
+            if len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
 def authenticate_request() -> None:
     kind = _required_auth()
     if kind == PUBLIC:
         return
+    if kind == ACCESS:
+        _authenticate_access_token()
+        return
     # flask-jwt-extended reads the JSON location with body.get(): only offer it
     # when the body is an object (a JSON array or string would crash it).
-    body_is_object = kind == REFRESH and isinstance(request.get_json(silent=True), dict)
-    locations = ["headers", "json"] if body_is_object else ["headers"]
-    verify_jwt_in_request(refresh=kind == REFRESH, locations=locations)
+    body_is_object = isinstance(request.get_json(silent=True), dict)
+    verify_jwt_in_request(refresh=True, locations=["headers", "json"] if body_is_object else ["headers"])
+
+
+def _authenticate_access_token() -> None:
+    header = request.headers.get("Authorization", "")
+    verified = current_app.extensions["wafaa_verified_tokens"]
+    claims = verified.get(header) if header else None
+    if claims is None:
+        verify_jwt_in_request(locations=["headers"])  # everything, and the revocation check
+        verified.put(header, dict(get_jwt()))
+    elif _is_revoked({}, claims):
+        raise RevokedTokenError({}, claims)
 
 
 def load_identity(tenant_id: uuid.UUID, session_id: uuid.UUID, admin_id: uuid.UUID) -> tuple | None:
@@ -230,4 +281,5 @@ def init_app(app: Flask) -> None:
     jwt.expired_token_loader(lambda header, claims: _token_error("token_expired", "The token has expired."))
     jwt.revoked_token_loader(lambda header, claims: _token_error("token_revoked", "The token has been revoked."))
     jwt.user_lookup_error_loader(lambda header, claims: _token_error("token_revoked", "The token has been revoked."))
+    app.extensions["wafaa_verified_tokens"] = VerifiedTokens()
     app.before_request(authenticate_request)

@@ -18,13 +18,17 @@ explicit transaction, those settings end with the statement.
    and the token's tenant, then reads the session, the admin and the tenant, so
    its query runs under row-level security like every request query (and names
    the tenant itself as well).
-2. `wafaa_login_candidate(email)`: the one cross-tenant read of the API. In the
-   system scope (`app.system`), it finds the admin by email: their id, tenant,
-   password hash, and whether they and their tenant are active.
-3. A partial index of failed logins of one account, by time: the account lockout
-   counts them (wafaa.services.sessions).
+2. `wafaa_login_candidate(email, window)`: the one cross-tenant read of the API.
+   In the system scope (`app.system`), it finds the admin by email: their id,
+   tenant, password hash, whether they and their tenant are active, and their
+   recent failed logins (for the lockout).
+3. `wafaa_recent_login_failures(tenant, admin, window)`: the one definition of
+   that count, also used by the failure path (wafaa.services.sessions). Failed
+   logins within the window, not counting refusals of a locked account. It reads
+   with the privileges and the row-level security of its caller.
+4. A partial index of failed logins of one account, by time, for that count.
 
-Only the owner may execute them (EXECUTE is revoked from PUBLIC).
+Only the owner may execute the first two (EXECUTE is revoked from PUBLIC).
 
 Downgrade drops the functions and the index.
 """
@@ -75,8 +79,26 @@ def upgrade() -> None:
     )
     op.execute(
         """
-        CREATE FUNCTION wafaa_login_candidate(p_email text)
-        RETURNS TABLE (admin_id uuid, tenant_id uuid, password_hash varchar, can_log_in boolean)
+        CREATE FUNCTION wafaa_recent_login_failures(p_tenant uuid, p_admin uuid, p_window interval)
+        RETURNS bigint
+        LANGUAGE sql
+        STABLE
+        SECURITY INVOKER
+        SET search_path = public, pg_temp
+        AS $$
+            SELECT count(*) FROM audit_logs
+            WHERE tenant_id = p_tenant AND action = 'auth.login_failed'
+              AND resource_id = p_admin::text AND created_at > now() - p_window
+              AND details ->> 'reason' IS DISTINCT FROM 'locked'
+        $$
+        """
+    )
+    op.execute(
+        """
+        CREATE FUNCTION wafaa_login_candidate(p_email text, p_window interval)
+        RETURNS TABLE (
+            admin_id uuid, tenant_id uuid, password_hash varchar, can_log_in boolean, recent_failures bigint
+        )
         LANGUAGE plpgsql
         SECURITY INVOKER
         SET search_path = public, pg_temp
@@ -84,7 +106,8 @@ def upgrade() -> None:
         BEGIN
             PERFORM set_config('app.system', 'on', true);
             RETURN QUERY
-            SELECT a.id, a.tenant_id, a.password_hash, a.is_active AND t.is_active
+            SELECT a.id, a.tenant_id, a.password_hash, a.is_active AND t.is_active,
+                   wafaa_recent_login_failures(a.tenant_id, a.id, p_window)
             FROM tenant_admins a
             JOIN tenants t ON t.id = a.tenant_id
             WHERE a.email = p_email;
@@ -95,7 +118,7 @@ def upgrade() -> None:
     # Only the owner (the app's connecting role) calls them. The request role must
     # not: the identity function could re-point its transaction's tenant.
     op.execute("REVOKE EXECUTE ON FUNCTION wafaa_request_identity(uuid, uuid, uuid) FROM PUBLIC")
-    op.execute("REVOKE EXECUTE ON FUNCTION wafaa_login_candidate(text) FROM PUBLIC")
+    op.execute("REVOKE EXECUTE ON FUNCTION wafaa_login_candidate(text, interval) FROM PUBLIC")
     op.create_index(
         "ix_audit_logs_tenant_id_resource_id_created_at_login_failed",
         "audit_logs",
@@ -106,5 +129,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_audit_logs_tenant_id_resource_id_created_at_login_failed", table_name="audit_logs")
-    op.execute("DROP FUNCTION wafaa_login_candidate(text)")
+    op.execute("DROP FUNCTION wafaa_login_candidate(text, interval)")
+    op.execute("DROP FUNCTION wafaa_recent_login_failures(uuid, uuid, interval)")
     op.execute("DROP FUNCTION wafaa_request_identity(uuid, uuid, uuid)")

@@ -20,7 +20,7 @@ from wafaa import audit
 from wafaa.db_pool import call_hot_path
 from wafaa.errors import ApiError, NotFound, Unauthorized
 from wafaa.extensions import db
-from wafaa.models import AuditLog, AuthSession, TenantAdmin, normalize_email
+from wafaa.models import AuthSession, TenantAdmin, normalize_email
 from wafaa.passwords import needs_rehash, rehash, verify_password
 from wafaa.security import Identity, SessionRef, issue_tokens
 from wafaa.tenancy import bind_request_tenant, system_scope
@@ -39,6 +39,7 @@ class LoginCandidate:
     tenant_id: uuid.UUID
     password_hash: str
     can_log_in: bool
+    recent_failures: int
 
 
 def _now() -> datetime:
@@ -53,42 +54,38 @@ def _refresh_lifetime() -> timedelta:
     return current_app.config["JWT_REFRESH_TOKEN_EXPIRES"]
 
 
+def _lockout_window() -> timedelta:
+    return timedelta(minutes=current_app.config["LOGIN_LOCKOUT_WINDOW_MINUTES"])
+
+
 def _find_login_candidate(email: str) -> LoginCandidate | None:
     # Login is the one request that does not know its tenant yet: the email
     # decides it. This lookup is the API's only cross-tenant read, in the system
-    # scope, as a database function (migration 0004).
-    row = call_hot_path("wafaa_login_candidate", normalize_email(email))
+    # scope, as a database function (migration 0004), which also counts the
+    # account's recent failed logins for the lockout.
+    row = call_hot_path("wafaa_login_candidate", normalize_email(email), _lockout_window())
     return LoginCandidate(*row) if row is not None else None
 
 
-def _lock_and_count_failures(admin_id: uuid.UUID) -> int:
-    """Lock the account's row for this transaction and count its failed logins
-    within the lockout window.
+def _lock_and_count_failures(candidate: LoginCandidate) -> int:
+    """Lock the account's row for this transaction, then count its failed logins
+    anew (the count the lookup made is from before the password check).
 
-    The lock is derived from the audit log's auth.login_failed rows rather than
-    kept as separate state. The row lock makes concurrent attempts on one account
-    take turns, so each sees the failures before it and the lock is recorded
-    exactly once. Attempts refused *because* of the lock do not count: it lifts as
-    the failures that caused it age out of the window.
+    The lockout is derived from the audit log's auth.login_failed rows rather
+    than kept as separate state (wafaa_recent_login_failures: refusals of a locked
+    account do not count, so the lock lifts as the failures that caused it age out
+    of the window). The row lock makes concurrent failures of one account take
+    turns, so each sees those before it and the lock is recorded exactly once.
+    Two statements: the count must take its snapshot after the lock is granted.
     """
-    # Two statements: the count must take its snapshot after the lock is granted
-    # (in READ COMMITTED each statement sees what was committed when it began).
-    db.session.execute(select(TenantAdmin.id).where(TenantAdmin.id == admin_id).with_for_update())
-    window = timedelta(minutes=current_app.config["LOGIN_LOCKOUT_WINDOW_MINUTES"])
+    db.session.execute(select(TenantAdmin.id).where(TenantAdmin.id == candidate.admin_id).with_for_update())
     return db.session.scalar(
-        select(func.count())
-        .select_from(AuditLog)
-        .where(
-            AuditLog.action == "auth.login_failed",
-            AuditLog.resource_id == str(admin_id),
-            AuditLog.created_at > func.now() - window,
-            AuditLog.details["reason"].astext.is_distinct_from("locked"),
-        )
+        select(func.wafaa_recent_login_failures(candidate.tenant_id, candidate.admin_id, _lockout_window()))
     )
 
 
-def _refusal_reason(candidate: LoginCandidate, password_ok: bool, failures: int) -> str | None:
-    if failures >= current_app.config["LOGIN_LOCKOUT_THRESHOLD"]:
+def _refusal_reason(candidate: LoginCandidate, password_ok: bool) -> str | None:
+    if candidate.recent_failures >= current_app.config["LOGIN_LOCKOUT_THRESHOLD"]:
         # Even the right password: the lock gets the same answer as a wrong one,
         # so it tells an attacker nothing.
         return "locked"
@@ -99,27 +96,31 @@ def _refusal_reason(candidate: LoginCandidate, password_ok: bool, failures: int)
     return None
 
 
-def _record_failure(candidate: LoginCandidate, reason: str, failures: int) -> None:
+def _record_failure(candidate: LoginCandidate, reason: str) -> None:
     """The auth.login_failed row, and auth.account_locked when this one locks."""
+    failures = _lock_and_count_failures(candidate)
+    threshold = current_app.config["LOGIN_LOCKOUT_THRESHOLD"]
+    if failures >= threshold:
+        # Locked by attempts that ran alongside this one: it is a refusal of a
+        # locked account (its answer says nothing either way) and does not count.
+        reason = "locked"
+    _audit_account(candidate, "auth.login_failed", {"reason": reason})
+    if reason != "locked" and failures + 1 == threshold:
+        window = current_app.config["LOGIN_LOCKOUT_WINDOW_MINUTES"]
+        _audit_account(candidate, "auth.account_locked", {"failures": threshold, "window_minutes": window})
+    db.session.commit()
+
+
+def _audit_account(candidate: LoginCandidate, action: str, details: dict) -> None:
+    """An audit row about the account itself, the account as its actor."""
     audit.record(
-        "auth.login_failed",
+        action,
         tenant_id=candidate.tenant_id,
         resource_type="admin",
         resource_id=candidate.admin_id,
         actor_id=candidate.admin_id,
-        details={"reason": reason},
+        details=details,
     )
-    threshold = current_app.config["LOGIN_LOCKOUT_THRESHOLD"]
-    if reason != "locked" and failures + 1 == threshold:
-        audit.record(
-            "auth.account_locked",
-            tenant_id=candidate.tenant_id,
-            resource_type="admin",
-            resource_id=candidate.admin_id,
-            actor_id=candidate.admin_id,
-            details={"failures": threshold, "window_minutes": current_app.config["LOGIN_LOCKOUT_WINDOW_MINUTES"]},
-        )
-    db.session.commit()
 
 
 def _settle(deadline: float) -> None:
@@ -142,10 +143,9 @@ def login(email: str, password: str) -> dict:
         raise InvalidCredentials()
 
     bind_request_tenant(candidate.tenant_id)
-    failures = _lock_and_count_failures(candidate.admin_id)
-    reason = _refusal_reason(candidate, password_ok, failures)
+    reason = _refusal_reason(candidate, password_ok)
     if reason is not None:
-        _record_failure(candidate, reason, failures)
+        _record_failure(candidate, reason)
         _settle(settle)
         raise InvalidCredentials()
 
