@@ -32,6 +32,7 @@ FUNCTIONS = {
     "wafaa_request_identity",
     "wafaa_login_candidate",
     "wafaa_recent_login_failures",
+    "wafaa_start_session",
 }
 RLS_TABLES = {"tenants", "tenant_admins", "auth_sessions", "audit_logs"}
 

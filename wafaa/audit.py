@@ -83,17 +83,18 @@ def record(
         action=action,
         resource_type=resource_type,
         resource_id=str(resource_id) if resource_id is not None else None,
-        details={**(details or {}), **_context()},
+        details=with_context(details),
         ip_address=client_ip(),
     )
     db.session.add(row)
     return row
 
 
-def _context() -> dict[str, Any]:
+def with_context(details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An audit row's details plus where the change came from (request id, or CLI)."""
     if has_request_context():
-        return {"request_id": current_request_id()}
-    return {"via": "cli"}
+        return {**(details or {}), "request_id": current_request_id()}
+    return {**(details or {}), "via": "cli"}
 
 
 def _tenant_of(obj: Any) -> uuid.UUID:
@@ -151,13 +152,8 @@ class AuditBypassError(RuntimeError):
     """A bulk UPDATE or DELETE of an audited model would change rows unaudited."""
 
 
-# Execution option of a bulk UPDATE that only touches bookkeeping columns of an
-# audited model (those in __audit_ignore__, such as last_login): its value says why.
-BOOKKEEPING = "audit_bookkeeping"
-
-
 def _refuse_unaudited_bulk_changes(state: ORMExecuteState) -> None:
-    if not (state.is_update or state.is_delete) or state.execution_options.get(BOOKKEEPING):
+    if not (state.is_update or state.is_delete):
         return
     audited = [m.class_.__name__ for m in state.all_mappers if hasattr(m.class_, "__audit_resource__")]
     if audited:

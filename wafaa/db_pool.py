@@ -55,16 +55,17 @@ def init_app(app: Flask) -> None:
             raise DisconnectionError("idle connection failed its ping") from error
 
 
-# The functions of migration 0004. Each sets its own role and scope before it reads
-# (the request role and a tenant, or the system scope), so a call needs no
-# transaction of ours; any other statement run this way would run as the
-# connecting role without row-level security, hence the list.
-HOT_PATH_FUNCTIONS = frozenset({"wafaa_request_identity", "wafaa_login_candidate"})
+# The functions of migration 0004. Each sets its own role and scope first (the
+# request role and a tenant, or the system scope), so a call needs no transaction
+# of ours; any other statement run this way would run as the connecting role
+# without row-level security, hence the list.
+HOT_PATH_FUNCTIONS = frozenset({"wafaa_request_identity", "wafaa_login_candidate", "wafaa_start_session"})
 
 
 def call_hot_path(function: str, *args) -> tuple | None:
     """The first row of a hot-path function, in one round trip on a pooled
-    connection: one prepared statement in its own implicit transaction."""
+    connection: one prepared statement in its own implicit transaction, committed
+    when it returns."""
     if function not in HOT_PATH_FUNCTIONS:
         raise ValueError(f"{function} is not a hot-path function")
     placeholders = ", ".join(["%s"] * len(args))

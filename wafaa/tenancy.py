@@ -20,9 +20,9 @@ at all the transaction switches to the unprivileged role (`SET LOCAL ROLE`) and 
 no tenant, no rows). Only the system scope keeps the connecting role. Both settings
 are transaction-local, so nothing survives on a pooled connection.
 
-The two hot paths (the token check, the login lookup by email) bypass the ORM:
-they are database functions that set the same settings themselves (migration
-0004, wafaa.db_pool.call_hot_path).
+The hot paths (the token check, the login lookup by email, a login's writes)
+bypass the ORM: they are database functions that set the same settings
+themselves (migration 0004, wafaa.db_pool.call_hot_path).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The two queries on the hot paths, as database functions, and the index of one.
+"""The statements on the hot paths, as database functions, and an index.
 
 Revision ID: 0004_hot_paths
 Revises: 0003_row_level_security
@@ -26,9 +26,13 @@ explicit transaction, those settings end with the statement.
    that count, also used by the failure path (wafaa.services.sessions). Failed
    logins within the window, not counting refusals of a locked account. It reads
    with the privileges and the row-level security of its caller.
-4. A partial index of failed logins of one account, by time, for that count.
+4. `wafaa_start_session(...)`: the writes of a successful login, as the request
+   role in the account's tenant: `last_login`, the new session, its
+   `auth.login` audit row, all in one statement (so one transaction, one round
+   trip after the password check).
+5. A partial index of failed logins of one account, by time, for that count.
 
-Only the owner may execute the first two (EXECUTE is revoked from PUBLIC).
+Only the owner may execute 1, 2 and 4 (EXECUTE is revoked from PUBLIC).
 
 Downgrade drops the functions and the index.
 """
@@ -41,6 +45,13 @@ revision = "0004_hot_paths"
 down_revision = "0003_row_level_security"
 branch_labels = None
 depends_on = None
+
+# The functions that set the role and tenant of the transaction they run in.
+OWNER_ONLY = (
+    "wafaa_start_session(uuid, uuid, uuid, text, interval, text, text, jsonb)",
+    "wafaa_login_candidate(text, interval)",
+    "wafaa_request_identity(uuid, uuid, uuid)",
+)
 
 
 def upgrade() -> None:
@@ -115,10 +126,35 @@ def upgrade() -> None:
         $$
         """
     )
+    op.execute(
+        f"""
+        CREATE FUNCTION wafaa_start_session(
+            p_tenant uuid, p_admin uuid, p_session uuid, p_refresh_jti text, p_lifetime interval,
+            p_ip text, p_user_agent text, p_details jsonb
+        )
+        RETURNS TABLE (expires_at timestamptz)
+        LANGUAGE plpgsql
+        SECURITY INVOKER
+        SET search_path = public, pg_temp
+        AS $$
+        BEGIN
+            PERFORM set_config('role', '{role}', true),
+                    set_config('app.tenant_id', p_tenant::text, true);
+            UPDATE tenant_admins SET last_login = now() WHERE tenant_id = p_tenant AND id = p_admin;
+            INSERT INTO auth_sessions
+                (id, tenant_id, admin_id, refresh_jti, last_used_at, expires_at, ip_address, user_agent)
+            VALUES (p_session, p_tenant, p_admin, p_refresh_jti, now(), now() + p_lifetime, p_ip, p_user_agent);
+            INSERT INTO audit_logs (tenant_id, user_id, action, resource_type, resource_id, details, ip_address)
+            VALUES (p_tenant, p_admin, 'auth.login', 'session', p_session::text, p_details, p_ip);
+            RETURN QUERY SELECT now() + p_lifetime;
+        END
+        $$
+        """
+    )
     # Only the owner (the app's connecting role) calls them. The request role must
-    # not: the identity function could re-point its transaction's tenant.
-    op.execute("REVOKE EXECUTE ON FUNCTION wafaa_request_identity(uuid, uuid, uuid) FROM PUBLIC")
-    op.execute("REVOKE EXECUTE ON FUNCTION wafaa_login_candidate(text, interval) FROM PUBLIC")
+    # not: they set the role and the tenant of the transaction they run in.
+    for signature in OWNER_ONLY:
+        op.execute(f"REVOKE EXECUTE ON FUNCTION {signature} FROM PUBLIC")
     op.create_index(
         "ix_audit_logs_tenant_id_resource_id_created_at_login_failed",
         "audit_logs",
@@ -129,6 +165,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_audit_logs_tenant_id_resource_id_created_at_login_failed", table_name="audit_logs")
-    op.execute("DROP FUNCTION wafaa_login_candidate(text, interval)")
-    op.execute("DROP FUNCTION wafaa_recent_login_failures(uuid, uuid, interval)")
-    op.execute("DROP FUNCTION wafaa_request_identity(uuid, uuid, uuid)")
+    for signature in (*OWNER_ONLY, "wafaa_recent_login_failures(uuid, uuid, interval)"):
+        op.execute(f"DROP FUNCTION {signature}")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app, request
+from psycopg.types.json import Jsonb
 from sqlalchemy import delete, func, or_, select, update
 
 from wafaa import audit
@@ -149,7 +150,6 @@ def login(email: str, password: str) -> dict:
         _settle(settle)
         raise InvalidCredentials()
 
-    now = _now()
     details = {}
     if needs_rehash(candidate.password_hash):
         # The stored hash is cheaper than BCRYPT_ROUNDS: upgrade it while the
@@ -157,36 +157,23 @@ def login(email: str, password: str) -> dict:
         admin = db.session.get(TenantAdmin, candidate.admin_id)
         admin.password_hash = rehash(password)
         audit.ignore_change(admin, "password_hash")
+        db.session.commit()
         details["password_rehashed"] = True
-    # Bookkeeping, not a change of the admin (last_login is not audited): one
-    # UPDATE instead of loading the admin to change one column.
-    db.session.execute(
-        update(TenantAdmin)
-        .where(TenantAdmin.id == candidate.admin_id)
-        .values(last_login=now)
-        .execution_options(synchronize_session=False, **{audit.BOOKKEEPING: "last_login"})
+    # last_login, the session and its auth.login audit row: one database function
+    # (migration 0004), one transaction, one round trip after the password check.
+    session_id, refresh_jti = uuid.uuid4(), _new_jti()
+    (expires_at,) = call_hot_path(
+        "wafaa_start_session",
+        candidate.tenant_id,
+        candidate.admin_id,
+        session_id,
+        refresh_jti,
+        _refresh_lifetime(),
+        audit.client_ip(),
+        request.user_agent.string[:255] or None,
+        Jsonb(audit.with_context(details)),
     )
-    session = AuthSession(
-        id=uuid.uuid4(),
-        tenant_id=candidate.tenant_id,
-        admin_id=candidate.admin_id,
-        refresh_jti=_new_jti(),
-        last_used_at=now,
-        expires_at=now + _refresh_lifetime(),
-        ip_address=audit.client_ip(),
-        user_agent=request.user_agent.string[:255] or None,
-    )
-    db.session.add(session)
-    audit.record(
-        "auth.login",
-        tenant_id=candidate.tenant_id,
-        resource_type="session",
-        resource_id=session.id,
-        actor_id=candidate.admin_id,
-        details=details,
-    )
-    db.session.commit()
-    return issue_tokens(SessionRef.of(session))
+    return issue_tokens(SessionRef(session_id, candidate.tenant_id, candidate.admin_id, refresh_jti, expires_at))
 
 
 def refresh(identity: Identity) -> dict:
