@@ -35,7 +35,7 @@ from flask_jwt_extended.exceptions import JWTDecodeError, RevokedTokenError
 from wafaa.db_pool import call_hot_path
 from wafaa.errors import error_response
 from wafaa.extensions import jwt
-from wafaa.models import AdminRole, AuthSession, SubscriptionTier
+from wafaa.models import AdminRole, SubscriptionTier
 from wafaa.tenancy import bind_request_tenant
 
 ACCESS = "access"
@@ -66,10 +66,6 @@ class SessionRef:
     admin_id: uuid.UUID
     refresh_jti: str
     expires_at: datetime
-
-    @classmethod
-    def of(cls, session: AuthSession) -> SessionRef:
-        return cls(session.id, session.tenant_id, session.admin_id, session.refresh_jti, session.expires_at)
 
 
 @dataclass(frozen=True)
