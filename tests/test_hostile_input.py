@@ -94,3 +94,52 @@ def test_lone_surrogates_in_stored_fields_are_422_and_nothing_changes(api, facto
     assert error_of(response)["code"] == "validation_error"
     assert raw_db.execute("SELECT name, settings FROM tenants WHERE id = %s", (world.tenant.id,)).fetchone() == before
     assert raw_db.execute("SELECT count(*) FROM tenant_admins").fetchone() == admins
+
+
+def test_a_json_number_python_refuses_is_400_not_500(api):
+    body = '{"email": "a@b.c", "password": ' + "9" * 5000 + "}"
+    response = api.post("/api/v1/auth/login", data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "bad_request"
+
+
+def test_a_refresh_token_that_is_not_even_text_is_401_token_invalid(api):
+    response = api.post(
+        "/api/v1/auth/refresh", data='{"refresh_token": "\\ud800"}', headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 401
+    assert error_of(response)["code"] == "token_invalid"
+
+
+@pytest.mark.gunicorn
+@pytest.mark.parametrize("encoding", ["chunked", "identity, chunked", "gzip, chunked"])
+def test_every_chunked_upload_gets_the_body_checks_under_gunicorn(migrated, encoding):
+    """The 415, 413 and depth checks cannot be skipped by spelling Transfer-Encoding
+    differently; sent through a real socket, as a client would."""
+    import socket
+
+    from tests.servers import GunicornServer
+
+    def send(content_type: str, body: bytes) -> int:
+        chunks = b"".join(
+            b"%x\r\n%s\r\n" % (len(part), part) for part in (body[i : i + 65536] for i in range(0, len(body), 65536))
+        )
+        request = (
+            (
+                f"POST /api/v1/auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+                f"Transfer-Encoding: {encoding}\r\nConnection: close\r\n\r\n"
+            ).encode()
+            + chunks
+            + b"0\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            sock.sendall(request)
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        return int(reply.split(b" ", 2)[1])
+
+    with GunicornServer(workers=1, threads=2) as server:
+        assert send("text/plain", b"email=x") == 415
+        assert send("application/json", b"[" * DEEP + b"]" * DEEP) == 400
+        assert send("application/json", b'{"email": "' + b"a" * (2 * 1024 * 1024) + b'"}') == 413

@@ -86,3 +86,48 @@ def test_the_lockout_counts_recent_failures_but_not_refusals_of_a_locked_account
     assert log_in().status_code == 200
     failure("inactive", 1)
     assert log_in().status_code == 401
+
+
+def _start(raw_db, admin, checked_hash: str, threshold: int = 10) -> str:
+    row = raw_db.execute(
+        "SELECT outcome FROM wafaa_start_session(%s, %s, %s, NULL, %s, interval '15 minutes', gen_random_uuid(),"
+        " 'jti', interval '7 days', '127.0.0.1', 'test', '{}'::jsonb)",
+        (admin.tenant_id, admin.id, checked_hash, threshold),
+    ).fetchone()
+    return row[0]
+
+
+def test_start_session_refuses_what_changed_during_the_password_check(factory, raw_db):
+    """A login only starts a session for the account as it was checked: not after
+    a password change, a deactivation, or a lock by concurrent failures."""
+    world = factory.world()
+    admin = world.owner
+
+    def current_hash() -> str:
+        return raw_db.execute("SELECT password_hash FROM tenant_admins WHERE id = %s", (admin.id,)).fetchone()[0]
+
+    checked = current_hash()
+    assert _start(raw_db, admin, "$2b$04$" + "x" * 53) == "password_changed"
+    raw_db.execute("UPDATE tenant_admins SET is_active = false WHERE id = %s", (admin.id,))
+    assert _start(raw_db, admin, checked) == "inactive"
+    raw_db.execute("UPDATE tenant_admins SET is_active = true WHERE id = %s", (admin.id,))
+    raw_db.execute("UPDATE tenants SET is_active = false WHERE id = %s", (admin.tenant_id,))
+    assert _start(raw_db, admin, checked) == "inactive"
+    raw_db.execute("UPDATE tenants SET is_active = true WHERE id = %s", (admin.tenant_id,))
+    raw_db.execute(
+        "INSERT INTO audit_logs (tenant_id, user_id, action, resource_type, resource_id, details)"
+        " VALUES (%s, %s, 'auth.login_failed', 'admin', %s, '{\"reason\": \"bad_password\"}')",
+        (admin.tenant_id, admin.id, str(admin.id)),
+    )
+    assert _start(raw_db, admin, checked, threshold=1) == "locked"
+    assert raw_db.execute("SELECT count(*) FROM auth_sessions").fetchone() == (0,)
+    assert _start(raw_db, admin, checked, threshold=2) == "started"
+    assert raw_db.execute("SELECT count(*) FROM auth_sessions").fetchone() == (1,)
+
+
+def test_only_plain_bearer_headers_are_remembered():
+    from wafaa.security import VerifiedTokens
+
+    assert VerifiedTokens.key("Bearer aaa.bbb.ccc") is not None
+    for header in ("Bearer aaa.bbb.ccc, Basic eHl6", "Bearer  aaa.bbb.ccc", "bearer aaa.bbb.ccc", "Bearer a.b"):
+        assert VerifiedTokens.key(header) is None

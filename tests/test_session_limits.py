@@ -86,3 +86,31 @@ def test_a_token_verified_before_still_expires_and_still_gets_revoked(app, api, 
     revoked = api.get("/api/v1/tenants/me", token=tokens["access_token"])
     assert revoked.status_code == 401
     assert revoked.get_json()["error"]["code"] == "token_revoked"
+
+
+def test_a_password_changed_during_the_password_check_refuses_the_login(api, factory, raw_db, monkeypatch):
+    """An operator resets the password while a login with the old one is inside
+    bcrypt: the login must not start a session with the old password."""
+    import bcrypt
+
+    import wafaa.services.sessions as sessions
+
+    admin = factory.world().owner
+    real_verify = sessions.verify_password
+
+    def verify_then_reset(password, password_hash):
+        result = real_verify(password, password_hash)  # the real check, on the old hash
+        new_hash = bcrypt.hashpw(b"a brand new password!", bcrypt.gensalt(4)).decode()
+        raw_db.execute("UPDATE tenant_admins SET password_hash = %s WHERE id = %s", (new_hash, admin.id))
+        return result
+
+    monkeypatch.setattr(sessions, "verify_password", verify_then_reset)
+    response = api.post("/api/v1/auth/login", json={"email": admin.email, "password": admin.password})
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == "invalid_credentials"
+    assert raw_db.execute("SELECT count(*) FROM auth_sessions WHERE admin_id = %s", (admin.id,)).fetchone() == (0,)
+    reasons = raw_db.execute(
+        "SELECT details ->> 'reason' FROM audit_logs WHERE action = 'auth.login_failed' AND resource_id = %s",
+        (str(admin.id),),
+    ).fetchall()
+    assert reasons == [("bad_password",)]

@@ -111,20 +111,11 @@ def _snapshot(obj: Any) -> dict[str, Any]:
     return {name: _jsonable(getattr(obj, name)) for name in _audited_fields(obj) if name not in secret}
 
 
-def ignore_change(obj: Any, field: str) -> None:
-    """Leave this pending change of `field` out of the audit row (bookkeeping
-    such as a password re-hash at a higher cost: the password did not change)."""
-    inspect(obj).info.setdefault("audit_ignore", set()).add(field)
-
-
 def _changes(obj: Any) -> dict[str, Any]:
     state = inspect(obj)
     secret = getattr(obj, "__audit_secret__", frozenset())
-    ignored = state.info.pop("audit_ignore", set())
     changes: dict[str, Any] = {}
     for name in _audited_fields(obj):
-        if name in ignored:
-            continue
         history = state.attrs[name].history
         if not history.has_changes():
             continue

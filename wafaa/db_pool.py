@@ -17,6 +17,7 @@ import time
 
 import psycopg
 from flask import Flask
+from psycopg.pq import TransactionStatus
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
 
@@ -71,7 +72,12 @@ def call_hot_path(function: str, *args) -> tuple | None:
     placeholders = ", ".join(["%s"] * len(args))
     pooled = db.engine.raw_connection()
     try:
-        with pooled.driver_connection.cursor() as cursor:
+        connection = pooled.driver_connection
+        if not connection.autocommit or connection.info.transaction_status != TransactionStatus.IDLE:
+            # Inside a transaction the function's role and tenant would outlive
+            # the call, and a rollback on return to the pool would undo its writes.
+            raise RuntimeError("hot-path functions run on an idle autocommit connection")
+        with connection.cursor() as cursor:
             cursor.execute(f"SELECT * FROM public.{function}({placeholders})", args)
             return cursor.fetchone()
     except psycopg.OperationalError:

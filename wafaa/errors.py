@@ -180,10 +180,12 @@ def _handle_integrity_error(error: sa_exc.IntegrityError) -> Response:
     return error_response(422, message="A value is not acceptable.")
 
 
-def _handle_data_error(error: sa_exc.DataError) -> Response:
+def _handle_data_error(error: Exception) -> Response:
     # Input the database refused as data (out of range, unsupported character):
     # the schemas should have caught it, so it is logged to be fixed there.
-    log.warning("data error", extra={"sqlstate": getattr(error.orig, "sqlstate", None)})
+    # (SQLAlchemy wraps psycopg's error in .orig; a hot-path call raises it bare.)
+    sqlstate = getattr(getattr(error, "orig", error), "sqlstate", None)
+    log.warning("data error", extra={"sqlstate": sqlstate})
     return error_response(422, message="A value is not acceptable.")
 
 
@@ -235,6 +237,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _handle_http_exception)
     app.register_error_handler(sa_exc.IntegrityError, _handle_integrity_error)
     app.register_error_handler(sa_exc.DataError, _handle_data_error)
+    app.register_error_handler(psycopg.DataError, _handle_data_error)
     # psycopg's own OperationalError comes from the hot-path functions, called
     # beneath SQLAlchemy (wafaa.db_pool.call_hot_path).
     for unavailable in (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, psycopg.OperationalError):

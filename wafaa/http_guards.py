@@ -20,7 +20,7 @@ MAX_JSON_DEPTH = 32
 
 def check_body() -> None:
     """413 for a body over MAX_CONTENT_LENGTH, 415 for a body that is not JSON,
-    400 for JSON nested too deeply.
+    400 for a body that is not valid JSON or is nested too deeply.
 
     Werkzeug only enforces the size limit when the body is read, and webargs
     silently ignores a body of another media type (the fields would then be
@@ -31,7 +31,8 @@ def check_body() -> None:
     length = request.content_length
     if length is not None and length > current_app.config["MAX_CONTENT_LENGTH"]:
         raise RequestEntityTooLarge()
-    has_body = bool(length) or request.headers.get("Transfer-Encoding", "").lower() == "chunked"
+    # Any Transfer-Encoding means a body of unknown length ("gzip, chunked" too).
+    has_body = bool(length) or (length is None and "Transfer-Encoding" in request.headers)
     if not has_body:
         return
     if not request.is_json:
@@ -46,16 +47,18 @@ def check_body() -> None:
         # Chunked: no length to check, and Werkzeug stops reading at the limit
         # without complaint, so the parser would see a truncated body (a 400).
         raise RequestEntityTooLarge()
+    # Parsed once here, so that no parser behind (webargs, flask-jwt-extended, the
+    # limiter's account key) meets a body it would crash on rather than refuse.
     try:
-        document = json.loads(data)
+        too_deep = json_depth(json.loads(data)) > MAX_JSON_DEPTH
     except RecursionError:
-        document = None
-    except ValueError:
-        return  # malformed JSON: the parser that needs the body answers 400
-    else:
-        if json_depth(document) <= MAX_JSON_DEPTH:
-            return
-    raise ApiError("The request body is nested too deeply.", details={"json": [f"At most {MAX_JSON_DEPTH} levels."]})
+        too_deep = True
+    except ValueError:  # not JSON, or JSON Python refuses (say, a 5,000-digit integer)
+        raise ApiError("The request body is not valid JSON.", details={"json": ["Invalid JSON body."]}) from None
+    if too_deep:
+        raise ApiError(
+            "The request body is nested too deeply.", details={"json": [f"At most {MAX_JSON_DEPTH} levels."]}
+        )
 
 
 def finish_headers(response: Response) -> Response:

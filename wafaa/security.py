@@ -21,21 +21,26 @@ Every failure is a 401 with `WWW-Authenticate: Bearer` and a specific code.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 
 from flask import Flask, current_app, g, request
 from flask_jwt_extended import create_access_token, create_refresh_token, get_jwt, verify_jwt_in_request
 from flask_jwt_extended.exceptions import JWTDecodeError, RevokedTokenError
 
 from wafaa.db_pool import call_hot_path
-from wafaa.errors import error_response
+from wafaa.errors import Unauthorized, error_response
 from wafaa.extensions import jwt
 from wafaa.models import AdminRole, SubscriptionTier
+from wafaa.schemas.common import is_storable_text
 from wafaa.tenancy import bind_request_tenant
 
 ACCESS = "access"
@@ -99,7 +104,7 @@ class Identity:
     admin: Actor
     tenant: TenantSnapshot
     session: SessionRef
-    claims: dict
+    claims: Mapping
 
 
 def current_identity() -> Identity:
@@ -123,6 +128,9 @@ def _required_auth() -> str:
     return getattr(view, _AUTH_ATTRIBUTE, ACCESS)
 
 
+_PLAIN_BEARER = re.compile(r"Bearer [A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
 class VerifiedTokens:
     """Access tokens flask-jwt-extended has fully verified, by their exact header.
 
@@ -140,19 +148,31 @@ class VerifiedTokens:
         self._lock = threading.Lock()
         self._size = size
 
-    def get(self, header: str) -> dict | None:
+    @staticmethod
+    def key(header: str) -> str | None:
+        # Only the plain form "Bearer <jwt>", by digest: padded or combined
+        # headers take the library's path every time and cannot fill the map.
+        if not _PLAIN_BEARER.fullmatch(header):
+            return None
+        return hashlib.sha256(header.encode("ascii")).hexdigest()
+
+    def get(self, header: str) -> Mapping | None:
+        key = self.key(header)
         with self._lock:
-            claims = self._entries.get(header)
+            claims = self._entries.get(key) if key else None
             if claims is not None:
-                self._entries.move_to_end(header)
+                self._entries.move_to_end(key)
         if claims is None or not claims.get("nbf", 0) <= time.time() < claims["exp"]:
             return None
         return claims
 
     def put(self, header: str, claims: dict) -> None:
+        key = self.key(header)
+        if key is None:
+            return
         with self._lock:
-            self._entries[header] = claims
-            self._entries.move_to_end(header)
+            self._entries[key] = MappingProxyType(dict(claims))  # shared: read-only
+            self._entries.move_to_end(key)
             if len(self._entries) > self._size:
                 self._entries.popitem(last=False)
 
@@ -165,9 +185,13 @@ def authenticate_request() -> None:
         _authenticate_access_token()
         return
     # flask-jwt-extended reads the JSON location with body.get(): only offer it
-    # when the body is an object (a JSON array or string would crash it).
-    body_is_object = isinstance(request.get_json(silent=True), dict)
-    verify_jwt_in_request(refresh=True, locations=["headers", "json"] if body_is_object else ["headers"])
+    # when the body is an object (a JSON array or string would crash it), and
+    # refuse a token PyJWT could not even encode (a lone surrogate).
+    body = request.get_json(silent=True)
+    token = body.get("refresh_token") if isinstance(body, dict) else None
+    if isinstance(token, str) and not is_storable_text(token):
+        raise Unauthorized(code="token_invalid")
+    verify_jwt_in_request(refresh=True, locations=["headers", "json"] if isinstance(body, dict) else ["headers"])
 
 
 def _authenticate_access_token() -> None:
@@ -176,7 +200,7 @@ def _authenticate_access_token() -> None:
     claims = verified.get(header) if header else None
     if claims is None:
         verify_jwt_in_request(locations=["headers"])  # everything, and the revocation check
-        verified.put(header, dict(get_jwt()))
+        verified.put(header, get_jwt())
     elif _is_revoked({}, claims):
         raise RevokedTokenError({}, claims)
 
@@ -249,7 +273,7 @@ def _signing_key(header: dict, unverified_claims: dict) -> str:
     return current_app.config["JWT_SECRET_KEY"]
 
 
-def _is_revoked(header: dict, claims: dict) -> bool:
+def _is_revoked(header: dict, claims: Mapping) -> bool:
     tenant_id = uuid.UUID(claims["tid"])
     bind_request_tenant(tenant_id)
     found = load_identity(tenant_id, uuid.UUID(claims["sid"]), uuid.UUID(claims["sub"]))

@@ -26,10 +26,12 @@ explicit transaction, those settings end with the statement.
    that count, also used by the failure path (wafaa.services.sessions). Failed
    logins within the window, not counting refusals of a locked account. It reads
    with the privileges and the row-level security of its caller.
-4. `wafaa_start_session(...)`: the writes of a successful login, as the request
-   role in the account's tenant: `last_login`, the new session, its
-   `auth.login` audit row, all in one statement (so one transaction, one round
-   trip after the password check).
+4. `wafaa_start_session(...)`: a successful login, as the request role in the
+   account's tenant. It locks the account and checks again what may have changed
+   during the password check (the password, the active flags, a lock by
+   concurrent failures); then writes `last_login`, the re-hashed password if
+   any, the new session and its `auth.login` audit row: one statement, so one
+   transaction and one round trip after the password check.
 5. A partial index of failed logins of one account, by time, for that count.
 
 Only the owner may execute 1, 2 and 4 (EXECUTE is revoked from PUBLIC).
@@ -48,7 +50,7 @@ depends_on = None
 
 # The functions that set the role and tenant of the transaction they run in.
 OWNER_ONLY = (
-    "wafaa_start_session(uuid, uuid, uuid, text, interval, text, text, jsonb)",
+    "wafaa_start_session(uuid, uuid, text, text, integer, interval, uuid, text, interval, text, text, jsonb)",
     "wafaa_login_candidate(text, interval)",
     "wafaa_request_identity(uuid, uuid, uuid)",
 )
@@ -129,24 +131,50 @@ def upgrade() -> None:
     op.execute(
         f"""
         CREATE FUNCTION wafaa_start_session(
-            p_tenant uuid, p_admin uuid, p_session uuid, p_refresh_jti text, p_lifetime interval,
+            p_tenant uuid, p_admin uuid, p_checked_hash text, p_new_hash text,
+            p_threshold integer, p_window interval,
+            p_session uuid, p_refresh_jti text, p_lifetime interval,
             p_ip text, p_user_agent text, p_details jsonb
         )
-        RETURNS TABLE (expires_at timestamptz)
+        RETURNS TABLE (outcome text, expires_at timestamptz)
         LANGUAGE plpgsql
         SECURITY INVOKER
         SET search_path = public, pg_temp
         AS $$
+        DECLARE
+            v_hash text;
+            v_active boolean;
         BEGIN
             PERFORM set_config('role', '{role}', true),
                     set_config('app.tenant_id', p_tenant::text, true);
-            UPDATE tenant_admins SET last_login = now() WHERE tenant_id = p_tenant AND id = p_admin;
+            -- The account may have changed during the password check: lock it,
+            -- then look again (each statement of this VOLATILE function sees what
+            -- was committed before it began).
+            SELECT a.password_hash, a.is_active AND t.is_active INTO v_hash, v_active
+            FROM tenant_admins a JOIN tenants t ON t.id = a.tenant_id
+            WHERE a.tenant_id = p_tenant AND a.id = p_admin
+            FOR UPDATE OF a;
+            IF v_hash IS DISTINCT FROM p_checked_hash THEN
+                RETURN QUERY SELECT 'password_changed'::text, NULL::timestamptz;
+                RETURN;
+            END IF;
+            IF NOT v_active THEN
+                RETURN QUERY SELECT 'inactive'::text, NULL::timestamptz;
+                RETURN;
+            END IF;
+            IF wafaa_recent_login_failures(p_tenant, p_admin, p_window) >= p_threshold THEN
+                RETURN QUERY SELECT 'locked'::text, NULL::timestamptz;
+                RETURN;
+            END IF;
+            UPDATE tenant_admins
+            SET last_login = now(), password_hash = coalesce(p_new_hash, password_hash)
+            WHERE tenant_id = p_tenant AND id = p_admin;
             INSERT INTO auth_sessions
                 (id, tenant_id, admin_id, refresh_jti, last_used_at, expires_at, ip_address, user_agent)
             VALUES (p_session, p_tenant, p_admin, p_refresh_jti, now(), now() + p_lifetime, p_ip, p_user_agent);
             INSERT INTO audit_logs (tenant_id, user_id, action, resource_type, resource_id, details, ip_address)
             VALUES (p_tenant, p_admin, 'auth.login', 'session', p_session::text, p_details, p_ip);
-            RETURN QUERY SELECT now() + p_lifetime;
+            RETURN QUERY SELECT 'started'::text, now() + p_lifetime;
         END
         $$
         """

@@ -150,30 +150,45 @@ def login(email: str, password: str) -> dict:
         _settle(settle)
         raise InvalidCredentials()
 
-    details = {}
+    details, new_hash = {}, None
     if needs_rehash(candidate.password_hash):
         # The stored hash is cheaper than BCRYPT_ROUNDS: upgrade it while the
-        # plaintext is at hand. Not a password change, so not audited as one.
-        admin = db.session.get(TenantAdmin, candidate.admin_id)
-        admin.password_hash = rehash(password)
-        audit.ignore_change(admin, "password_hash")
-        db.session.commit()
+        # plaintext is at hand (hashed here, before any transaction opens). Not a
+        # password change, so not audited as one.
+        new_hash = rehash(password)
         details["password_rehashed"] = True
-    # last_login, the session and its auth.login audit row: one database function
-    # (migration 0004), one transaction, one round trip after the password check.
+    # One database function (migration 0004), one transaction, one round trip:
+    # lock the account and check again what may have changed during the password
+    # check, then last_login, the re-hash, the session and its auth.login row.
     session_id, refresh_jti = uuid.uuid4(), _new_jti()
-    (expires_at,) = call_hot_path(
+    outcome, expires_at = call_hot_path(
         "wafaa_start_session",
         candidate.tenant_id,
         candidate.admin_id,
+        candidate.password_hash,
+        new_hash,
+        current_app.config["LOGIN_LOCKOUT_THRESHOLD"],
+        _lockout_window(),
         session_id,
         refresh_jti,
         _refresh_lifetime(),
         audit.client_ip(),
-        request.user_agent.string[:255] or None,
+        _user_agent(),
         Jsonb(audit.with_context(details)),
     )
+    if outcome != "started":
+        # Changed meanwhile: a new password (the one checked is now wrong), a
+        # deactivation, or a lock by failures that ran alongside this login.
+        _record_failure(candidate, "bad_password" if outcome == "password_changed" else outcome)
+        _settle(settle)
+        raise InvalidCredentials()
     return issue_tokens(SessionRef(session_id, candidate.tenant_id, candidate.admin_id, refresh_jti, expires_at))
+
+
+def _user_agent() -> str | None:
+    """The client's User-Agent as storable text (no NUL, no lone surrogate)."""
+    agent = request.user_agent.string[:255].replace("\x00", "")
+    return agent.encode("utf-8", "replace").decode("utf-8") or None
 
 
 def refresh(identity: Identity) -> dict:
