@@ -6,6 +6,7 @@ Every value can be overridden with the environment variable named beside it.
 
 import json
 import os
+import signal
 
 from gunicorn.glogging import Logger
 
@@ -57,6 +58,12 @@ errorlog = "-"
 
 
 def post_worker_init(worker) -> None:
+    # Ctrl-C in a terminal signals the whole process group: the master, which then
+    # sends its workers SIGQUIT, and the workers themselves, and gunicorn's gthread
+    # worker deadlocks when both arrive (each runs tpool.shutdown under the same
+    # lock), leaving the master to kill it after graceful_timeout. Workers leave
+    # SIGINT to the master.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Compute bcrypt's dummy hash before the first request, so that the first
     # unknown-email login of each worker is not slower than the others.
     from wafaa.passwords import warm_up
