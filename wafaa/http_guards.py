@@ -4,10 +4,8 @@ Registered before flask-cors and flask-limiter, so `finish_headers` runs after
 theirs (Flask runs after_request hooks in reverse order of registration).
 """
 
-import json
-
 from flask import Flask, Response, current_app, request
-from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
 from wafaa.errors import ApiError, ServiceUnavailable
 from wafaa.schemas.common import json_depth
@@ -47,13 +45,14 @@ def check_body() -> None:
         # Chunked: no length to check, and Werkzeug stops reading at the limit
         # without complaint, so the parser would see a truncated body (a 400).
         raise RequestEntityTooLarge()
-    # Parsed once here, so that no parser behind (webargs, flask-jwt-extended, the
-    # limiter's account key) meets a body it would crash on rather than refuse.
+    # Parsed here, so that no parser behind (webargs, flask-jwt-extended, the
+    # limiter's account key) meets a body it would crash on rather than refuse;
+    # Flask keeps the result for the readers of request.get_json().
     try:
-        too_deep = json_depth(json.loads(data)) > MAX_JSON_DEPTH
+        too_deep = json_depth(request.get_json()) > MAX_JSON_DEPTH
     except RecursionError:
         too_deep = True
-    except ValueError:  # not JSON, or JSON Python refuses (say, a 5,000-digit integer)
+    except BadRequest:  # not JSON, or JSON Python refuses (say, a 5,000-digit integer)
         raise ApiError("The request body is not valid JSON.", details={"json": ["Invalid JSON body."]}) from None
     if too_deep:
         raise ApiError(

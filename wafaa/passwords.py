@@ -21,12 +21,12 @@ MAX_PASSWORD_BYTES = 72
 def password_problem(password: str) -> str | None:
     """Why `password` cannot be set, or None if it can."""
     try:
-        password.encode("utf-8")
+        encoded = password.encode("utf-8")
     except UnicodeEncodeError:
         return "Password must be valid Unicode text."
     if len(password) < MIN_PASSWORD_LENGTH:
         return f"Password must be at least {MIN_PASSWORD_LENGTH} characters long."
-    if len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
+    if len(encoded) > MAX_PASSWORD_BYTES:
         return f"Password must be at most {MAX_PASSWORD_BYTES} bytes in UTF-8 (bcrypt ignores the rest)."
     if "\x00" in password:
         # bcrypt stops reading at a NUL byte: everything after it would be ignored.

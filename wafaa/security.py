@@ -197,7 +197,7 @@ def authenticate_request() -> None:
 def _authenticate_access_token() -> None:
     header = request.headers.get("Authorization", "")
     verified = current_app.extensions["wafaa_verified_tokens"]
-    claims = verified.get(header) if header else None
+    claims = verified.get(header)
     if claims is None:
         verify_jwt_in_request(locations=["headers"])  # everything, and the revocation check
         verified.put(header, get_jwt())
