@@ -267,6 +267,9 @@ def test_every_login_attempt_costs_exactly_one_bcrypt_check(client, factory, bcr
         pytest.param(["someone@example.test", PASSWORD], id="json-array"),
         pytest.param("someone@example.test", id="json-string"),
         pytest.param(7, id="json-number"),
+        # JSON "\ud800": valid JSON, but not text that UTF-8 (or bcrypt) can take.
+        pytest.param({"email": "\ud800x", "password": PASSWORD}, id="email-lone-surrogate"),
+        pytest.param({"email": "someone@example.test", "password": "\ud800x"}, id="password-lone-surrogate"),
     ],
 )
 def test_malformed_login_body_is_422_and_hashes_nothing(client, factory, bcrypt_calls, body):
