@@ -18,6 +18,8 @@ from dotenv import dotenv_values, load_dotenv
 from limits import parse_many
 
 BASE_DIR = Path(__file__).resolve().parent
+# The flask-sqlalchemy bind of the schema owner's engine (MIGRATION_DATABASE_URL).
+OWNER_BIND = "owner"
 
 # Symmetric algorithms only: the service both signs and verifies its tokens.
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
@@ -121,6 +123,7 @@ class Config:
     DEFAULT_BCRYPT_ROUNDS = 12
     DEFAULT_FAILURE_SETTLE_MS = 50
     DATABASE_URL_VARIABLE = "DATABASE_URL"
+    MIGRATION_DATABASE_URL_VARIABLE = "MIGRATION_DATABASE_URL"
     DEFAULT_RATE_LIMITS = {
         "RATELIMIT_LOGIN_PER_IP": "20/minute;200/hour",
         "RATELIMIT_LOGIN_PER_ACCOUNT": "10/minute;50/hour",
@@ -205,6 +208,22 @@ class Config:
             "connect_args": {"connect_timeout": self.DB_CONNECT_TIMEOUT, "application_name": "wafaa"},
         }
         self.SQLALCHEMY_TRACK_MODIFICATIONS = False
+        # The schema owner's credentials: migrations and operators' cross-tenant
+        # commands (the system scope) use them; the service never needs them, so a
+        # process serving requests is best started without (wafaa.db_roles).
+        raw_owner_url = env_str(self.MIGRATION_DATABASE_URL_VARIABLE)
+        self.MIGRATION_DATABASE_URL = (
+            database_url(raw_owner_url, self.MIGRATION_DATABASE_URL_VARIABLE) if raw_owner_url else None
+        )
+        self.SQLALCHEMY_BINDS = {}
+        if self.MIGRATION_DATABASE_URL:
+            self.SQLALCHEMY_BINDS[OWNER_BIND] = {
+                **self.SQLALCHEMY_ENGINE_OPTIONS,
+                "url": self.MIGRATION_DATABASE_URL,
+                "pool_size": 2,
+                "max_overflow": 2,
+                "connect_args": {"connect_timeout": self.DB_CONNECT_TIMEOUT, "application_name": "wafaa-owner"},
+            }
 
         self.CORS_ORIGINS = env_origins("CORS_ORIGINS", [])
         self.TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=5)
@@ -264,6 +283,7 @@ class TestConfig(Config):
     DEFAULT_FAILURE_SETTLE_MS = 5
     # The suite never touches the database DATABASE_URL names.
     DATABASE_URL_VARIABLE = "TEST_DATABASE_URL"
+    MIGRATION_DATABASE_URL_VARIABLE = "TEST_MIGRATION_DATABASE_URL"
     # The suite logs in hundreds of times from 127.0.0.1; the rate-limit tests set
     # their own, low limits.
     DEFAULT_RATE_LIMITS = dict.fromkeys(Config.DEFAULT_RATE_LIMITS, "100000/minute")

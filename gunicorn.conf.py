@@ -7,6 +7,7 @@ Every value can be overridden with the environment variable named beside it.
 import json
 import os
 import signal
+import sys
 
 from gunicorn.glogging import Logger
 
@@ -55,6 +56,20 @@ class JsonLogger(Logger):
 logger_class = JsonLogger
 accesslog = None
 errorlog = "-"
+
+
+def on_starting(server) -> None:
+    # Production never serves as a superuser, a BYPASSRLS role or an owner of the
+    # schema: row-level security would not bind it. One line, and no start.
+    from config import ProductionConfig, config_class_from_env
+    from wafaa.db_roles import startup_problem
+
+    config_class = config_class_from_env()
+    if config_class is ProductionConfig:
+        problem = startup_problem(config_class().SQLALCHEMY_DATABASE_URI)
+        if problem:
+            sys.stderr.write(f"refusing to start: {problem}\n")
+            sys.exit(1)
 
 
 def post_worker_init(worker) -> None:

@@ -136,15 +136,14 @@ def production_env(database_url: str) -> dict[str, str]:
     }
 
 
-def prepare(env: dict[str, str]) -> list[str]:
+def prepare(env: dict[str, str], superuser: str) -> list[str]:
     """Migrate, seed, add 100 tenants with an owner each; return their emails."""
     flask = [str(BIN / "flask"), "--app", "wsgi"]
     subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
     subprocess.run([*flask, "seed"], cwd=ROOT, env=env, check=True, capture_output=True)
     password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(12)).decode()
     emails = [f"owner@bench-{n:03d}.example.com" for n in range(EXTRA_TENANTS)]
-    with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn, conn.transaction():
-        conn.execute("SELECT set_config('app.system', 'on', true)")
+    with psycopg.connect(superuser, autocommit=True) as conn, conn.transaction():
         for n, email in enumerate(emails):
             tenant_id = uuid.uuid4()
             conn.execute(
@@ -216,8 +215,16 @@ def main() -> int:
     ensure_wrk()
     cores = os.cpu_count() or 1
     print(f"Preparing the benchmark database ({EXTRA_TENANTS} tenants beyond the seed)...", flush=True)
-    env = production_env(database())
-    emails = prepare(env)
+    # The service as production runs it: its unprivileged login role, the schema
+    # owner only for the migrations (wafaa.db_roles). The floor reads as the
+    # superuser: a floor has no row-level security to pay for.
+    from wafaa.db_roles import bootstrap
+
+    superuser = database()
+    roles = bootstrap(superuser)
+    env = production_env(roles.service)
+    emails = prepare({**env, "MIGRATION_DATABASE_URL": roles.owner}, superuser)
+    floor_env = {**env, "APP_ENV": "development", "DATABASE_URL": superuser}
     results: dict = {"cores": cores}
 
     password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(12))
@@ -263,7 +270,7 @@ def main() -> int:
         results["refresh_p50_ms"] = statistics.median(timings) * 1000
 
         access = login(service.url, "owner@acme.example.com")[1]["access_token"]
-        floor = Server("bench.floor_app:app", env)
+        floor = Server("bench.floor_app:app", floor_env)
         for path, key in (("/api/v1/tenants/me", "tenant_me"), ("/api/v1/tenants/me/admins", "admins")):
             rounds = [(wrk(service.url, path, access), wrk(floor.url, path, access)) for _ in range(WRK_ROUNDS)]
             results[key] = {

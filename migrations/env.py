@@ -1,7 +1,7 @@
 """Alembic environment, run by flask-migrate (`flask db upgrade|downgrade|...`).
 
-Migrations run in the system scope (see wafaa.tenancy): as the connecting role,
-which owns the tables, not as the unprivileged role that serves requests.
+Migrations run in the system scope (see wafaa.tenancy), on the schema owner's
+connection (MIGRATION_DATABASE_URL), never as the role that serves requests.
 """
 
 import logging
@@ -9,7 +9,7 @@ import logging
 from alembic import context
 from flask import current_app
 
-from wafaa.tenancy import system_scope
+from wafaa.tenancy import current_scope, engine_for, system_scope
 
 log = logging.getLogger("alembic.env")
 config = context.config
@@ -42,7 +42,7 @@ def run_migrations_online() -> None:
     configure_args = dict(current_app.extensions["migrate"].configure_args)
     configure_args.setdefault("process_revision_directives", skip_empty_autogenerate)
     configure_args.setdefault("compare_type", True)
-    with system_scope("database migrations"), db.engine.connect() as connection:
+    with system_scope("database migrations"), engine_for(current_scope()).connect() as connection:
         context.configure(
             connection=connection,
             target_metadata=db.metadata,

@@ -15,9 +15,15 @@ if [ -z "$DATABASE_URL" ]; then
   DATABASE_URL="$("$BIN/python" scripts/embedded_pg.py start)"
   trap '"$BIN/python" scripts/embedded_pg.py stop' EXIT
 fi
+# A superuser URL (the embedded server's, or one you gave): create the service's
+# roles from it and use them instead (wafaa/db_roles.py). Any other URL is taken
+# as set up by a DBA, with MIGRATION_DATABASE_URL naming the schema owner.
+eval "$("$BIN/python" -m wafaa.db_roles "$DATABASE_URL")"
 export DATABASE_URL
+if [ -n "${MIGRATION_DATABASE_URL:-}" ]; then export MIGRATION_DATABASE_URL; fi
 
 "$BIN/flask" --app wsgi db upgrade
 "$BIN/flask" --app wsgi seed
 echo "Serving on http://${HOST:-127.0.0.1}:${PORT:-8000} (API docs: /docs). Ctrl-C stops."
-"$BIN/gunicorn" -c gunicorn.conf.py wsgi:app
+# The service itself never holds the schema owner's credentials.
+env -u MIGRATION_DATABASE_URL "$BIN/gunicorn" -c gunicorn.conf.py wsgi:app

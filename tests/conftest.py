@@ -20,9 +20,10 @@ from sqlalchemy.engine import make_url
 
 from config import TestConfig
 from tests.support import ApiClient, Factory
+from wafaa.db_roles import bootstrap
+from wafaa.extensions import db
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = ("audit_logs", "auth_sessions", "tenant_admins", "tenants")
 # pgserver narrates every start and stop at INFO.
 logging.getLogger("pgserver").setLevel(logging.WARNING)
 
@@ -46,18 +47,29 @@ def _libpq(url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def database_url() -> str:
+def superuser_url() -> str:
+    """The test database, created afresh, as the superuser the suite was given:
+    for setting up roles and for looking beneath the application (raw_db)."""
     maintenance_url, name = _server_and_database()
     if "test" not in name:
         pytest.exit(f"refusing to recreate database {name!r}: its name must contain 'test'", returncode=2)
     with psycopg.connect(_libpq(maintenance_url), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_url(_libpq(maintenance_url)).set(database=name).render_as_string(hide_password=False)
-    # TestConfig (and gunicorn started by tests) read the URL from here.
-    os.environ["TEST_DATABASE_URL"] = url
+    return make_url(_libpq(maintenance_url)).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def database_url(superuser_url: str) -> str:
+    """The service's URL: its unprivileged login role, as in production. The roles
+    are created from the superuser URL (wafaa.db_roles), and the schema owner's URL
+    is what migrations and the system scope use."""
+    urls = bootstrap(superuser_url)
+    # TestConfig (and gunicorn or flask started by tests) read the URLs from here.
+    os.environ["TEST_DATABASE_URL"] = urls.service
+    os.environ["TEST_MIGRATION_DATABASE_URL"] = urls.owner
     os.environ["APP_ENV"] = "testing"
-    return url
+    return urls.service
 
 
 @pytest.fixture(scope="session")
@@ -126,10 +138,10 @@ def runner(app):
 
 
 @pytest.fixture
-def raw_db(migrated: str):
-    """A plain psycopg connection as the connecting role (superuser in tests), for
-    checking what is really in the tables, beneath the application."""
-    with psycopg.connect(_libpq(migrated), autocommit=True) as conn:
+def raw_db(migrated: str, superuser_url: str):
+    """A plain psycopg connection as the superuser, for checking what is really in
+    the tables, beneath the application and its roles."""
+    with psycopg.connect(_libpq(superuser_url), autocommit=True) as conn:
         yield conn
 
 
@@ -138,9 +150,9 @@ def _clean_state(request):
     yield
     if "migrated" not in request.fixturenames:
         return
-    url = request.getfixturevalue("migrated")
-    with psycopg.connect(_libpq(url), autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {', '.join(TABLES)}")
+    request.getfixturevalue("migrated")
+    with psycopg.connect(_libpq(request.getfixturevalue("superuser_url")), autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {', '.join(table.name for table in db.metadata.sorted_tables)}")
     if "app" in request.fixturenames:
         app = request.getfixturevalue("app")
         with app.app_context():

@@ -304,8 +304,10 @@ def test_the_serving_role_cannot_update_or_delete_audit_rows(app, api, factory, 
     assert before
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         with raw_db.transaction():
+            # Bound the way operators' tenant scopes are (a plain set_config would
+            # bind nothing), then the request role.
+            raw_db.execute("SELECT wafaa_private.bind_tenant(%s)", (world.tenant.id,))
             raw_db.execute(f"SET LOCAL ROLE {app.config['DB_APP_ROLE']}")  # wafaa_app
-            raw_db.execute("SELECT set_config('app.tenant_id', %s, true)", (str(world.tenant.id),))
             # Control: the role does see the tenant's rows, so a refusal is not an empty match.
             assert raw_db.execute("SELECT count(*) FROM audit_logs").fetchone()[0] > 0
             raw_db.execute(statement, {"t": world.tenant.id})

@@ -28,7 +28,7 @@ def _variables_config_reads() -> set[str]:
     source = inspect.getsource(config)
     names = set(re.findall(r'env_\w+\(\s*"([A-Z][A-Z0-9_]*)"', source))
     names |= set(config.Config.DEFAULT_RATE_LIMITS)
-    names |= {"DATABASE_URL", "TEST_DATABASE_URL", "APP_ENV"}
+    names |= {"DATABASE_URL", "TEST_DATABASE_URL", "MIGRATION_DATABASE_URL", "TEST_MIGRATION_DATABASE_URL", "APP_ENV"}
     return names
 
 

@@ -19,6 +19,7 @@ import requests
 
 from tests.private_pg import PrivatePostgres
 from tests.servers import GunicornServer
+from wafaa.db_roles import bootstrap
 
 pytestmark = [pytest.mark.gunicorn, pytest.mark.slow]
 
@@ -35,7 +36,9 @@ def private_pg(migrated):
     try:
         with psycopg.connect(server.url(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE wafaa_fault_test")
-        env = {**os.environ, "APP_ENV": "testing", "TEST_DATABASE_URL": server.url("wafaa_fault_test")}
+        urls = bootstrap(server.url("wafaa_fault_test"))
+        server.env = {"TEST_DATABASE_URL": urls.service, "TEST_MIGRATION_DATABASE_URL": urls.owner}
+        env = {**os.environ, "APP_ENV": "testing", **server.env}
         for command in (["db", "upgrade"], ["seed"]):
             subprocess.run([str(FLASK), "--app", "wsgi", *command], cwd=ROOT, env=env, check=True, capture_output=True)
         yield server
@@ -52,7 +55,7 @@ def _login(url: str) -> dict:
 
 
 def test_outage_is_503_everywhere_and_the_app_recovers_without_restart(private_pg):
-    env = {"TEST_DATABASE_URL": private_pg.url("wafaa_fault_test")}
+    env = private_pg.env
     with GunicornServer(workers=1, threads=4, env=env) as server:
         tokens = _login(server.url)
         bearer = {"Authorization": f"Bearer {tokens['access_token']}"}

@@ -1,15 +1,16 @@
-"""The hot-path database functions of migration 0004, beneath the API.
+"""The hot-path database functions (wafaa/sql), beneath the API.
 
-They run outside any transaction of the app and set their own role and scope, so
-these tests check that they isolate as strictly as the ORM path does and leave
+They run outside any transaction of the app, as SECURITY DEFINER functions, so
+these tests check that they answer only for what their arguments prove and leave
 nothing behind on the connection.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 
+import bcrypt
+import psycopg
 import pytest
 
 from wafaa.db_pool import call_hot_path
@@ -38,30 +39,32 @@ def test_request_identity_answers_only_for_the_tenant_the_token_names(app, api, 
         assert call_hot_path("wafaa_request_identity", a.tenant.id, session, a.admin.id) is None
 
 
-def test_request_identity_reads_as_the_request_role_and_leaves_nothing_on_the_connection(raw_db, api, factory):
+def test_request_identity_leaves_nothing_on_the_connection(raw_db, api, factory):
     world = factory.world()
     api.login(world.owner)
     session = _session_of(raw_db, world.owner.id)
-    # Called as the app calls it, on a connection of the connecting role (a
-    # superuser here), outside a transaction. current_user, evaluated after the
-    # function ran, shows the role its query ran as.
     row = raw_db.execute(
-        "SELECT email, current_user FROM wafaa_request_identity(%s, %s, %s)",
+        "SELECT email, (tenant).id, (tenant).slug FROM wafaa_request_identity(%s, %s, %s)",
         (world.tenant.id, session, world.owner.id),
     ).fetchone()
-    assert row == (world.owner.email, "wafaa_app")
-    # The call was its own transaction: role and tenant are gone with it.
-    after = raw_db.execute("SELECT current_user, current_setting('app.tenant_id', true)").fetchone()
-    assert after[0] == "postgres" and after[1] in ("", None)
+    assert row == (world.owner.email, world.tenant.id, world.tenant.slug)
+    # The owner's system flag it read with is off again, and nothing was bound.
+    after = raw_db.execute(
+        "SELECT current_user, current_setting('app.tenant_id', true), current_setting('app.system', true)"
+    ).fetchone()
+    assert after[0] == "postgres" and after[1] in ("", None) and after[2] in ("", None)
 
 
-def test_login_candidate_finds_the_account_across_tenants(app, factory):
+def test_the_login_salt_is_the_accounts_for_a_known_email_and_stable_for_an_unknown_one(app, factory, raw_db):
     world = factory.world()
+    stored = raw_db.execute("SELECT password_hash FROM tenant_admins WHERE id = %s", (world.viewer.id,)).fetchone()[0]
     with app.app_context():
-        row = call_hot_path("wafaa_login_candidate", world.viewer.email, timedelta(minutes=15))
-        assert row[:2] == (world.viewer.id, world.tenant.id)
-        assert row[2].startswith("$2b$") and row[3] is True and row[4] == 0
-        assert call_hot_path("wafaa_login_candidate", "nobody@example.com", timedelta(minutes=15)) is None
+        assert call_hot_path("wafaa_login_salt", world.viewer.email, 4) == (stored[:29],)
+        ghost = call_hot_path("wafaa_login_salt", "nobody@example.com", 12)[0]
+        assert ghost == call_hot_path("wafaa_login_salt", "nobody@example.com", 12)[0]
+        assert ghost != call_hot_path("wafaa_login_salt", "somebody-else@example.com", 12)[0]
+        # A real bcrypt salt: bcrypt takes it.
+        assert bcrypt.hashpw(b"anything", ghost.encode()).decode().startswith(ghost)
 
 
 def test_the_lockout_counts_recent_failures_but_not_refusals_of_a_locked_account(make_app, factory, raw_db):
@@ -88,41 +91,63 @@ def test_the_lockout_counts_recent_failures_but_not_refusals_of_a_locked_account
     assert log_in().status_code == 401
 
 
-def _start(raw_db, admin, checked_hash: str, threshold: int = 10) -> str:
-    row = raw_db.execute(
-        "SELECT outcome FROM wafaa_start_session(%s, %s, %s, NULL, %s, interval '15 minutes', gen_random_uuid(),"
+def _login(raw_db, admin, candidate: str | None, threshold: int = 10) -> tuple[str, int]:
+    """wafaa_login's outcome, and how many sessions the admin has after it."""
+    outcome = raw_db.execute(
+        "SELECT outcome FROM wafaa_login(%s, %s, NULL, %s, interval '15 minutes', gen_random_uuid(),"
         " 'jti', interval '7 days', '127.0.0.1', 'test', '{}'::jsonb)",
-        (admin.tenant_id, admin.id, checked_hash, threshold),
-    ).fetchone()
-    return row[0]
+        (admin.email, candidate, threshold),
+    ).fetchone()[0]
+    sessions = raw_db.execute("SELECT count(*) FROM auth_sessions WHERE admin_id = %s", (admin.id,)).fetchone()[0]
+    return outcome, sessions
 
 
-def test_start_session_refuses_what_changed_during_the_password_check(factory, raw_db):
-    """A login only starts a session for the account as it was checked: not after
-    a password change, a deactivation, or a lock by concurrent failures."""
-    world = factory.world()
-    admin = world.owner
+def _last_failure(raw_db, admin) -> str:
+    return raw_db.execute(
+        "SELECT details ->> 'reason' FROM audit_logs WHERE resource_id = %s AND action = 'auth.login_failed'"
+        " ORDER BY created_at DESC LIMIT 1",
+        (str(admin.id),),
+    ).fetchone()[0]
 
-    def current_hash() -> str:
-        return raw_db.execute("SELECT password_hash FROM tenant_admins WHERE id = %s", (admin.id,)).fetchone()[0]
 
-    checked = current_hash()
-    assert _start(raw_db, admin, "$2b$04$" + "x" * 53) == "password_changed"
+def test_the_login_function_decides_every_outcome_as_the_account_is_now(factory, raw_db):
+    """The comparison happens in the database, under the account's row lock: a
+    password changed during the bcrypt check, a deactivation or a lock by
+    concurrent failures all refuse, and each refusal is recorded."""
+    admin = factory.world().owner
+    stored = raw_db.execute("SELECT password_hash FROM tenant_admins WHERE id = %s", (admin.id,)).fetchone()[0]
+    ghost = type(admin)(admin.id, admin.tenant_id, "nobody@example.com", "owner")
+    assert _login(raw_db, ghost, stored) == ("unknown", 0)
+    assert _login(raw_db, admin, "$2b$04$" + "x" * 53) == ("refused", 0)
+    assert _last_failure(raw_db, admin) == "bad_password"
+    assert _login(raw_db, admin, None) == ("refused", 0)
     raw_db.execute("UPDATE tenant_admins SET is_active = false WHERE id = %s", (admin.id,))
-    assert _start(raw_db, admin, checked) == "inactive"
+    assert _login(raw_db, admin, stored) == ("refused", 0)
+    assert _last_failure(raw_db, admin) == "inactive"
     raw_db.execute("UPDATE tenant_admins SET is_active = true WHERE id = %s", (admin.id,))
     raw_db.execute("UPDATE tenants SET is_active = false WHERE id = %s", (admin.tenant_id,))
-    assert _start(raw_db, admin, checked) == "inactive"
+    assert _login(raw_db, admin, stored) == ("refused", 0)
     raw_db.execute("UPDATE tenants SET is_active = true WHERE id = %s", (admin.tenant_id,))
-    raw_db.execute(
-        "INSERT INTO audit_logs (tenant_id, user_id, action, resource_type, resource_id, details)"
-        " VALUES (%s, %s, 'auth.login_failed', 'admin', %s, '{\"reason\": \"bad_password\"}')",
-        (admin.tenant_id, admin.id, str(admin.id)),
-    )
-    assert _start(raw_db, admin, checked, threshold=1) == "locked"
-    assert raw_db.execute("SELECT count(*) FROM auth_sessions").fetchone() == (0,)
-    assert _start(raw_db, admin, checked, threshold=2) == "started"
-    assert raw_db.execute("SELECT count(*) FROM auth_sessions").fetchone() == (1,)
+    # Three failures so far: at a threshold of three, even the right hash is refused.
+    assert _login(raw_db, admin, stored, threshold=3) == ("refused", 0)
+    assert _last_failure(raw_db, admin) == "locked"
+    assert _login(raw_db, admin, stored, threshold=5) == ("started", 1)
+
+
+def test_the_login_function_checks_its_arguments(raw_db, factory):
+    admin = factory.world().owner
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        raw_db.execute(
+            "SELECT * FROM wafaa_login(%s, NULL, 'not a hash', 10, interval '15 minutes', gen_random_uuid(),"
+            " 'jti', interval '7 days', NULL, NULL, '{}'::jsonb)",
+            (admin.email,),
+        )
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        raw_db.execute(
+            "SELECT * FROM wafaa_login(%s, NULL, NULL, 0, interval '15 minutes', gen_random_uuid(),"
+            " 'jti', interval '7 days', NULL, NULL, '{}'::jsonb)",
+            (admin.email,),
+        )
 
 
 def test_only_plain_bearer_headers_are_remembered():

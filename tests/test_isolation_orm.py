@@ -47,11 +47,12 @@ def worlds(factory, api) -> Worlds:
 
 @contextmanager
 def orm_layer_only(app, tenant_id: uuid.UUID) -> Iterator[None]:
-    """tenant_scope(tenant_id) with row-level security switched off for this transaction."""
+    """tenant_scope(tenant_id) with row-level security out of the way for this
+    transaction: back to the schema owner (the scope's connection outside a
+    request), with its system policy on."""
     with app.app_context(), tenant_scope(tenant_id):
-        db.session.execute(text("RESET ROLE"))
+        db.session.execute(text("RESET ROLE; SELECT set_config('app.system', 'on', true)"))
         # Precondition: the connection sees both tenants, so only the ORM can filter.
-        assert db.session.scalar(text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")) is True
         assert db.session.scalar(text("SELECT count(DISTINCT tenant_id) FROM tenant_admins")) >= 2
         yield
 
@@ -369,16 +370,22 @@ def test_entering_a_tenant_scope_from_an_open_system_transaction_raises(app, wor
                 pytest.fail("the nested scope must not be entered")
 
 
-def test_dirty_changes_left_at_the_end_of_a_scope_raise_and_are_discarded(app, raw_db, worlds):
-    with pytest.raises(TenantScopeError):
-        with app.app_context(), tenant_scope(worlds.a.tenant.id):
-            db.session.get(TenantAdmin, worlds.a.viewer.id).full_name = "Never Saved"
+def test_a_scope_is_a_unit_of_work_that_commits_when_its_block_succeeds(app, raw_db, worlds):
+    with app.app_context(), tenant_scope(worlds.a.tenant.id):
+        db.session.get(TenantAdmin, worlds.a.viewer.id).full_name = "Saved By The Scope"
     row = raw_db.execute("SELECT full_name FROM tenant_admins WHERE id = %s", (worlds.a.viewer.id,)).fetchone()
-    assert row[0] != "Never Saved"
+    assert row[0] == "Saved By The Scope"
+    audited = raw_db.execute(
+        "SELECT count(*) FROM audit_logs WHERE action = 'admin.updated' AND resource_id = %s",
+        (str(worlds.a.viewer.id),),
+    ).fetchone()
+    assert audited == (1,)
 
 
-def test_pending_rows_left_at_the_end_of_a_scope_raise_and_are_discarded(app, raw_db, worlds):
-    with pytest.raises(TenantScopeError):
+def test_a_scope_whose_block_raises_commits_nothing(app, raw_db, worlds):
+    with pytest.raises(RuntimeError, match="boom"):
         with app.app_context(), tenant_scope(worlds.a.tenant.id):
             db.session.add(_new_admin())
+            db.session.flush()
+            raise RuntimeError("boom")
     assert raw_db.execute("SELECT count(*) FROM tenant_admins").fetchone() == (6,)

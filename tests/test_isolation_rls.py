@@ -15,11 +15,12 @@ import pytest
 from flask import jsonify, request
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
 
 from tests.support import ApiClient, Factory, TenantWorld
 from wafaa.extensions import db
 from wafaa.models import AuditLog, AuthSession, Tenant, TenantAdmin
-from wafaa.tenancy import system_scope, tenant_scope
+from wafaa.tenancy import TenantScopeError, current_scope, engine_for, system_scope, tenant_scope
 
 INSUFFICIENT_PRIVILEGE = "42501"  # also what PostgreSQL reports for a WITH CHECK violation
 TABLES = {"tenants": "id", "tenant_admins": "tenant_id", "auth_sessions": "tenant_id", "audit_logs": "tenant_id"}
@@ -65,7 +66,9 @@ def test_raw_sql_in_a_tenant_scope_sees_only_that_tenant(app, worlds, table):
 def test_core_statements_in_a_tenant_scope_see_only_that_tenant(app, worlds):
     a, b = worlds
     with app.app_context(), tenant_scope(a.tenant.id):
-        admins = db.session.execute(select(TenantAdmin.__table__)).all()
+        # Every column but the password hash, which the request role cannot read.
+        readable = [c for c in TenantAdmin.__table__.c if c.key != "password_hash"]
+        admins = db.session.execute(select(*readable)).all()
         assert {row.tenant_id for row in admins} == {a.tenant.id}
         assert len(admins) == 3
         assert [row.id for row in db.session.execute(select(Tenant.__table__))] == [a.tenant.id]
@@ -78,19 +81,28 @@ def test_core_statements_in_a_tenant_scope_see_only_that_tenant(app, worlds):
 def test_a_connection_taken_straight_from_the_engine_in_a_tenant_scope_is_scoped_too(app, worlds):
     a, b = worlds
     with app.app_context(), tenant_scope(a.tenant.id):
-        with db.engine.connect() as conn:
+        with engine_for(current_scope()).connect() as conn:
             assert set(conn.scalars(text("SELECT tenant_id FROM tenant_admins"))) == {a.tenant.id}
             assert conn.scalar(text("SELECT count(*) FROM tenants")) == 1
+        # Outside a request the scope belongs on the owner's engine: the service's
+        # engine refuses it rather than run it unbound.
+        with pytest.raises(TenantScopeError), db.engine.connect() as conn:
+            conn.scalar(text("SELECT 1"))
 
 
 @pytest.mark.parametrize("table", list(TABLES))
 def test_without_a_scope_raw_sql_sees_no_rows(app, worlds, table):
     with app.app_context():
         assert db.session.scalar(text(f"SELECT count(*) FROM {table}")) == 0
-        assert db.session.scalar(text("SELECT current_user")) == app.config["DB_APP_ROLE"]
+        assert db.session.scalar(text("SELECT current_user")) == service_role(app)
         db.session.rollback()
         with db.engine.connect() as conn:
             assert conn.scalar(text(f"SELECT count(*) FROM {table}")) == 0
+
+
+def service_role(app) -> str:
+    """The service's login role: the user of its DATABASE_URL."""
+    return make_url(app.config["SQLALCHEMY_DATABASE_URI"]).username
 
 
 # --- writes ------------------------------------------------------------------------
@@ -161,7 +173,7 @@ def test_raw_updates_and_deletes_cannot_reach_another_tenants_rows(app, raw_db, 
             text("UPDATE tenant_admins SET full_name = 'Hijacked' WHERE tenant_id = :b"), {"b": b.tenant.id}
         )
         assert result.rowcount == 0
-        assert db.session.execute(text("UPDATE auth_sessions SET user_agent = 'x'")).rowcount == 2
+        assert db.session.execute(text("UPDATE auth_sessions SET last_used_at = now()")).rowcount == 2
         db.session.commit()
     assert raw_db.execute("SELECT name FROM tenants WHERE id = %s", (a.tenant.id,)).fetchone() == ("Everyone Renamed",)
     b_after = {table: _table_rows(raw_db, table) for table in TABLES}
@@ -260,7 +272,7 @@ def test_raw_sql_inside_a_request_sees_only_the_callers_tenant(probe_app, probe_
         response = probe_api.get("/test-only/raw-sql", world.viewer)
         assert response.status_code == 200, response.get_json()
         body = response.get_json()
-        assert body["role"] == probe_app.config["DB_APP_ROLE"]
+        assert body["role"] == service_role(probe_app)
         assert body["tenant"] == str(world.tenant.id)
         assert body["admins"] == [str(world.tenant.id)]
         assert body["tenants"] == [str(world.tenant.id)]
@@ -294,7 +306,7 @@ def _pooled_connection_states(app) -> dict[int, tuple]:
 
 def test_after_requests_pooled_connections_carry_no_tenant_and_the_login_role(probe_app, probe_api, raw_db, worlds):
     a, b = worlds
-    login_role = raw_db.execute("SELECT current_user").fetchone()[0]
+    login_role = service_role(probe_app)
     # The pool sets each connection's default statement timeout when it connects
     # (wafaa.db_pool); a request's own setting must not outlive its transaction.
     raw_db.execute(f"SET statement_timeout = {probe_app.config['DB_STATEMENT_TIMEOUT_MS']}")

@@ -21,13 +21,23 @@ from sqlalchemy.engine import make_url
 
 from config import TestConfig
 from wafaa import create_app
+from wafaa.db_roles import bootstrap
 from wafaa.extensions import db
-from wafaa.tenancy import system_scope
+from wafaa.schema_kit import SQL_DIR
+from wafaa.tenancy import current_scope, engine_for, system_scope
 
-HEAD = "0004_hot_paths"
+HEAD = "0005_isolation_by_structure"
 TABLES = {"tenants", "tenant_admins", "auth_sessions", "audit_logs"}
 ENUM_TYPES = {"subscription_tier", "admin_role"}
 FUNCTIONS = {
+    "wafaa_set_updated_at",
+    "wafaa_request_identity",
+    "wafaa_current_tenant",
+    "wafaa_bind_session",
+    "wafaa_login_salt",
+    "wafaa_login",
+}
+FUNCTIONS_OF_0004 = {
     "wafaa_set_updated_at",
     "wafaa_request_identity",
     "wafaa_login_candidate",
@@ -113,6 +123,17 @@ class Scratch:
         )
         return set(rows)
 
+    def column_grants(self, privilege: str) -> set[tuple[str, str]]:
+        """Columns `privilege` was granted on one by one (not through the table)."""
+        rows = self.query(
+            "SELECT c.table_name, c.column_name FROM information_schema.column_privileges c "
+            "WHERE c.grantee = %s AND c.table_schema = 'public' AND c.privilege_type = %s "
+            "AND NOT EXISTS (SELECT FROM information_schema.role_table_grants t WHERE t.grantee = c.grantee "
+            "AND t.table_name = c.table_name AND t.privilege_type = c.privilege_type)",
+            [self.role, privilege],
+        )
+        return set(rows)
+
     def version(self) -> list[str]:
         return [r[0] for r in self.query("SELECT version_num FROM alembic_version")]
 
@@ -158,8 +179,8 @@ class Scratch:
 
 
 @pytest.fixture(scope="module")
-def scratch(database_url):
-    main = make_url(database_url)
+def scratch(superuser_url):
+    main = make_url(superuser_url)
     name = re.sub(r"[^a-z0-9_]", "_", f"{main.database}_migrations".lower())[:50]
     assert "test" in name
     role = f"{name}_app"
@@ -174,10 +195,14 @@ def scratch(database_url):
     drop()
     with psycopg.connect(maintenance, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    # The roles, as the tooling makes them; a request role of its own, so that
+    # what the migrations grant and revoke can be seen on this database alone.
+    urls = bootstrap(url, app_role=role)
 
     with pytest.MonkeyPatch.context() as mp:
         # Read once, when the app is created.
-        mp.setenv("TEST_DATABASE_URL", url)
+        mp.setenv("TEST_DATABASE_URL", urls.service)
+        mp.setenv("TEST_MIGRATION_DATABASE_URL", urls.owner)
         mp.setenv("DB_APP_ROLE", role)
         app = create_app(TestConfig)
     assert make_url(app.config["SQLALCHEMY_DATABASE_URI"]).database == name
@@ -213,20 +238,35 @@ def assert_rls_on(scratch: Scratch) -> None:
         [scratch.role],
     )
     assert attributes == [(False, False, False, False, False)]
-    # The request role can read and write what requests need, and never delete;
-    # the audit log is append-only for it.
+    # The request role reads and writes what requests need, column by column,
+    # and never deletes; the audit log is append-only for it.
     assert scratch.grants() == {
         ("tenants", "SELECT"),
-        ("tenants", "UPDATE"),
-        ("tenant_admins", "SELECT"),
-        ("tenant_admins", "INSERT"),
-        ("tenant_admins", "UPDATE"),
         ("auth_sessions", "SELECT"),
-        ("auth_sessions", "INSERT"),
-        ("auth_sessions", "UPDATE"),
         ("audit_logs", "SELECT"),
         ("audit_logs", "INSERT"),
     }
+    assert scratch.column_grants("UPDATE") == {
+        ("tenants", "name"),
+        ("tenants", "settings"),
+        ("tenant_admins", "full_name"),
+        ("tenant_admins", "role"),
+        ("tenant_admins", "is_active"),
+        *(
+            ("auth_sessions", column)
+            for column in (
+                "refresh_jti",
+                "previous_refresh_jti",
+                "rotated_at",
+                "last_used_at",
+                "expires_at",
+                "revoked_at",
+                "revoked_reason",
+            )
+        ),
+    }
+    assert ("tenant_admins", "password_hash") not in scratch.column_grants("SELECT")
+    assert ("tenant_admins", "email") in scratch.column_grants("SELECT")
 
 
 def assert_rls_off(scratch: Scratch) -> None:
@@ -241,11 +281,12 @@ def assert_empty(scratch: Scratch) -> None:
     assert scratch.tables() == {"alembic_version"}
     assert scratch.version() == []
     assert scratch.enum_types() == set()
-    assert not FUNCTIONS & scratch.functions()
+    assert not (FUNCTIONS | FUNCTIONS_OF_0004) & scratch.functions()
     assert scratch.triggers() == set()
     assert scratch.policies() == set()
-    # The scratch role was used by no other database, so the downgrade dropped it.
-    assert not scratch.role_exists()
+    # The schema owner may not drop roles (no CREATEROLE): the request role stays,
+    # as the operators' set-up made it.
+    assert scratch.role_exists()
 
 
 # --- the tests ------------------------------------------------------------------------------
@@ -292,7 +333,6 @@ def test_downgrade_of_0003_removes_row_level_security_and_keeps_the_data(scratch
     assert scratch.version() == ["0002_auth_sessions"]
     assert scratch.tables() == TABLES | {"alembic_version"}
     assert_rls_off(scratch)
-    assert not scratch.role_exists()
     assert scratch.query("SELECT slug FROM tenants") == [("kept",)]
 
     scratch.upgrade()
@@ -304,8 +344,12 @@ def test_downgrade_of_0003_removes_row_level_security_and_keeps_the_data(scratch
 def test_downgrade_step_by_step_reaches_base(scratch):
     scratch.upgrade()
     scratch.flask_db("downgrade")  # one step: the default revision is -1
+    assert scratch.version() == ["0004_hot_paths"]
+    assert FUNCTIONS_OF_0004 <= scratch.functions()
+    assert "wafaa_private" not in {r[0] for r in scratch.query("SELECT nspname FROM pg_namespace")}
+    scratch.flask_db("downgrade")
     assert scratch.version() == ["0003_row_level_security"]
-    assert not (FUNCTIONS - {"wafaa_set_updated_at"}) & scratch.functions()
+    assert not (FUNCTIONS_OF_0004 - {"wafaa_set_updated_at"}) & scratch.functions()
     scratch.flask_db("downgrade")
     assert scratch.version() == ["0002_auth_sessions"]
     scratch.flask_db("downgrade")  # one step: the default revision is -1
@@ -324,9 +368,15 @@ def test_rls_is_enforced_for_the_request_role_after_upgrade(scratch):
     tenant_a = scratch.query("SELECT id FROM tenants WHERE slug = 'tenant-a'")[0][0]
     try:
         with psycopg.connect(scratch.url) as conn:
-            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(scratch.role)))
+            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(scratch.role)))
             assert conn.execute("SELECT slug FROM tenants").fetchall() == []
+            # A tenant set by hand binds nothing...
             conn.execute("SELECT set_config('app.tenant_id', %s, true)", [str(tenant_a)])
+            assert conn.execute("SELECT slug FROM tenants").fetchall() == []
+            conn.rollback()
+            # ...one bound by the owner's function does.
+            conn.execute("SELECT wafaa_private.bind_tenant(%s)", [tenant_a])
+            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(scratch.role)))
             assert conn.execute("SELECT slug FROM tenants").fetchall() == [("tenant-a",)]
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute("DELETE FROM tenants")
@@ -342,7 +392,11 @@ def not_alembic_version(obj, name, type_, reflected, compare_to) -> bool:
 
 def test_autogenerate_finds_no_difference_between_models_and_migrations(scratch):
     scratch.upgrade()
-    with scratch.app.app_context(), system_scope("autogenerate comparison"), db.engine.connect() as connection:
+    with (
+        scratch.app.app_context(),
+        system_scope("autogenerate comparison"),
+        engine_for(current_scope()).connect() as connection,
+    ):
         context = MigrationContext.configure(
             connection,
             opts={
@@ -353,3 +407,20 @@ def test_autogenerate_finds_no_difference_between_models_and_migrations(scratch)
         )
         diff = compare_metadata(context, db.metadata)
     assert diff == [], "models and migrations differ:\n" + "\n".join(map(str, diff))
+
+
+def test_the_database_functions_are_todays_files(scratch):
+    """wafaa/sql holds today's body of every function: applying the files again
+    at head changes nothing (a changed file needs a migration that applies it)."""
+    scratch.upgrade()
+    definitions = (
+        "SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid), p.proacl::text FROM pg_proc p "
+        "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname IN ('public', 'wafaa_private') ORDER BY 1"
+    )
+    with psycopg.connect(scratch.url) as conn:
+        before = conn.execute(definitions).fetchall()
+        conn.execute("SET LOCAL ROLE wafaa_owner")
+        for path in sorted(SQL_DIR.glob("*.sql")):
+            conn.execute(path.read_text())
+        assert conn.execute(definitions).fetchall() == before
+        conn.rollback()

@@ -96,15 +96,15 @@ def test_a_password_changed_during_the_password_check_refuses_the_login(api, fac
     import wafaa.services.sessions as sessions
 
     admin = factory.world().owner
-    real_verify = sessions.verify_password
+    real_hash = sessions.hash_with_salt
 
-    def verify_then_reset(password, password_hash):
-        result = real_verify(password, password_hash)  # the real check, on the old hash
+    def hash_then_reset(password, salt):
+        result = real_hash(password, salt)  # the real hashing, with the old salt
         new_hash = bcrypt.hashpw(b"a brand new password!", bcrypt.gensalt(4)).decode()
         raw_db.execute("UPDATE tenant_admins SET password_hash = %s WHERE id = %s", (new_hash, admin.id))
         return result
 
-    monkeypatch.setattr(sessions, "verify_password", verify_then_reset)
+    monkeypatch.setattr(sessions, "hash_with_salt", hash_then_reset)
     response = api.post("/api/v1/auth/login", json={"email": admin.email, "password": admin.password})
     assert response.status_code == 401
     assert response.get_json()["error"]["code"] == "invalid_credentials"

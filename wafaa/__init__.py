@@ -10,14 +10,14 @@ from config import Config, config_class_from_env
 
 def create_app(config_class: type[Config] | None = None) -> Flask:
     """Build the app: config, logging, extensions, blueprints, error handlers, CLI."""
-    from wafaa import audit, cli, db_pool, docs, errors, http_guards, security, tenancy
+    from wafaa import audit, cli, db_pool, docs, errors, http_guards, security, tenancy, unit_of_work
     from wafaa import logging as wafaa_logging
     from wafaa.api import register as register_blueprints
     from wafaa.extensions import api, cors, db, jwt, migrate
     from wafaa.ratelimit import init_app as init_ratelimit
 
     config = (config_class or config_class_from_env())()
-    app = Flask(__name__, static_folder=None)
+    app = unit_of_work.UnitOfWorkFlask(__name__, static_folder=None)
     app.config.from_object(config)
     app.config["ENV_NAME"] = config.ENV_NAME
 
@@ -42,6 +42,7 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
     db_pool.init_app(app)
     tenancy.init_app(app)
     audit.init_app(app)  # after tenancy: its flush listener sees stamped tenant ids
+    unit_of_work.init_app(app)
     http_guards.init_app(app)
     security.init_app(app)  # after http_guards: a bad body is refused before any token work
     errors.init_app(app)  # after api.init_app: replaces flask-smorest's error handler

@@ -8,6 +8,8 @@ commit or roll back together, and no view has to remember to log anything.
 attribute history still holds the values before the change.) Auth events, which change no audited model in a
 way worth recording (`auth.login`, `auth.logout`, ...), are written with `record()`.
 
+Every tenant-scoped model declares its audit: `__audit_resource__` (audited), or
+`__audit_exempt__ = "<why>"`; wafaa.schema_check fails for a model with neither.
 Details hold the changed fields before and after. Fields listed in
 `__audit_secret__` are reported as changed, never with a value; fields in
 `__audit_ignore__` (timestamps, login bookkeeping) are not reported at all.
@@ -140,15 +142,15 @@ def _update_action(resource: str, obj: Any, changes: dict[str, Any]) -> str:
 
 
 class AuditBypassError(RuntimeError):
-    """A bulk UPDATE or DELETE of an audited model would change rows unaudited."""
+    """A bulk INSERT, UPDATE or DELETE of an audited model would change rows unaudited."""
 
 
 def _refuse_unaudited_bulk_changes(state: ORMExecuteState) -> None:
-    if not (state.is_update or state.is_delete):
+    if not (state.is_insert or state.is_update or state.is_delete):
         return
     audited = [m.class_.__name__ for m in state.all_mappers if hasattr(m.class_, "__audit_resource__")]
     if audited:
-        raise AuditBypassError(f"bulk change of audited {', '.join(audited)}: load and change the objects instead")
+        raise AuditBypassError(f"bulk change of audited {', '.join(audited)}: add, load and change the objects instead")
 
 
 def _audit_flush(session: Session, flush_context) -> None:

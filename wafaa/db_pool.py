@@ -18,6 +18,7 @@ import time
 import psycopg
 from flask import Flask
 from psycopg.pq import TransactionStatus
+from psycopg.types.composite import CompositeInfo, register_composite
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
 
@@ -38,6 +39,11 @@ def init_app(app: Flask) -> None:
         # scope lifts it (wafaa.tenancy).
         with dbapi_connection.cursor() as cursor:
             cursor.execute(f"SET statement_timeout = {statement_timeout_ms}")
+        # The identity function returns the tenant row whole: psycopg turns it
+        # into a named tuple with typed fields (wafaa.security.tenant_snapshot).
+        tenants = CompositeInfo.fetch(dbapi_connection, "public.tenants")
+        if tenants is not None:  # None before the first migration
+            register_composite(tenants, dbapi_connection)
         if not dbapi_connection.autocommit:
             dbapi_connection.commit()
 
@@ -56,11 +62,11 @@ def init_app(app: Flask) -> None:
             raise DisconnectionError("idle connection failed its ping") from error
 
 
-# The functions of migration 0004. Each sets its own role and scope first (the
-# request role and a tenant, or the system scope), so a call needs no transaction
-# of ours; any other statement run this way would run as the connecting role
-# without row-level security, hence the list.
-HOT_PATH_FUNCTIONS = frozenset({"wafaa_request_identity", "wafaa_login_candidate", "wafaa_start_session"})
+# The functions of wafaa/sql that the service calls on their own, outside any
+# transaction of ours: each is SECURITY DEFINER and checks its own arguments.
+# Anything else run this way would be bound to no tenant (and see nothing), but
+# the list keeps the hot path what it says.
+HOT_PATH_FUNCTIONS = frozenset({"wafaa_request_identity", "wafaa_login_salt", "wafaa_login"})
 
 
 def call_hot_path(function: str, *args) -> tuple | None:

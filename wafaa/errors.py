@@ -103,13 +103,23 @@ class ApiError(Exception):
     message = STATUS_MESSAGES[400]
     headers: dict | None = None
 
-    def __init__(self, message: str | None = None, *, code: str | None = None, details: dict | None = None):
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        details: dict | None = None,
+        keep_changes: bool = False,
+    ):
         super().__init__(message or self.message)
         if message:
             self.message = message
         if code:
             self.code = code
         self.details = details
+        # The request's changes so far are committed although it fails
+        # (wafaa.unit_of_work): a refusal that is itself recorded.
+        self.keep_changes = keep_changes
 
     def response(self) -> Response:
         return error_response(self.status, self.code, self.message, self.details, self.headers)

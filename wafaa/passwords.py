@@ -50,40 +50,47 @@ def rehash(password: str) -> str:
     """Hash an existing password, just verified, at the configured cost.
 
     No rules: a password set under older rules (say, shorter) must keep working
-    when BCRYPT_ROUNDS goes up. verify_password has already refused anything
-    bcrypt cannot take (over 72 bytes, NUL).
+    when BCRYPT_ROUNDS goes up. A login only re-hashes a password bcrypt can take
+    (hash_with_salt returned a candidate for it).
     """
     return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(_rounds())).decode("ascii")
 
 
+DUMMY_PASSWORD = b"wafaa-dummy-password"
+
+
 @functools.cache
-def _dummy_hash(rounds: int) -> bytes:
-    # A fixed hash at the configured cost, checked when there is no real hash,
-    # so that an unknown email costs the same single bcrypt check as a known one.
-    return bcrypt.hashpw(b"wafaa-dummy-password", bcrypt.gensalt(rounds))
+def _dummy_salt(rounds: int) -> bytes:
+    return bcrypt.gensalt(rounds)
 
 
 def warm_up() -> None:
-    """Compute the dummy hash now, so the first unknown-email login is not slower."""
-    _dummy_hash(_rounds())
+    """Nothing is cached lazily on the login path any more but the dummy salt."""
+    _dummy_salt(_rounds())
 
 
-def verify_password(password: str, password_hash: str | None) -> bool:
-    """One bcrypt check, always. False for a missing hash or an unusable password."""
+def hash_with_salt(password: str, salt: str) -> str | None:
+    """The presented password hashed with an account's salt (wafaa_login_salt), for
+    the database to compare with the stored hash: the one bcrypt check of a login.
+
+    A password bcrypt cannot take (over 72 bytes, a NUL) or a stored hash that is
+    not bcrypt costs the same check on a dummy, and gives None: no match.
+    """
     # surrogatepass: a lone surrogate cannot match any stored password, but must
     # cost the same bcrypt check as any other wrong password, not an exception.
     candidate = password.encode("utf-8", "surrogatepass")
-    usable = password_hash is not None and len(candidate) <= MAX_PASSWORD_BYTES and b"\x00" not in candidate
-    if not usable:
-        bcrypt.checkpw(b"wafaa-dummy-password", _dummy_hash(_rounds()))
-        return False
-    return bcrypt.checkpw(candidate, password_hash.encode("ascii"))
+    if len(candidate) <= MAX_PASSWORD_BYTES and b"\x00" not in candidate:
+        try:
+            return bcrypt.hashpw(candidate, salt.encode("ascii")).decode("ascii")
+        except ValueError:
+            pass
+    bcrypt.hashpw(DUMMY_PASSWORD, _dummy_salt(_rounds()))
+    return None
 
 
-def needs_rehash(password_hash: str) -> bool:
-    """True when the stored hash is cheaper than the configured cost."""
+def salt_rounds(salt: str) -> int:
+    """The cost factor of a bcrypt salt or hash ($2b$12$...), 0 if unreadable."""
     try:
-        rounds = int(password_hash.split("$")[2])
+        return int(salt.split("$")[2])
     except (IndexError, ValueError):
-        return True
-    return rounds < _rounds()
+        return 0

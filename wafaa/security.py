@@ -28,20 +28,26 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 
 from flask import Flask, current_app, g, request
-from flask_jwt_extended import create_access_token, create_refresh_token, get_jwt, verify_jwt_in_request
+from flask_jwt_extended import (
+    create_access_token,
+    create_refresh_token,
+    get_jwt,
+    get_jwt_header,
+    verify_jwt_in_request,
+)
 from flask_jwt_extended.exceptions import JWTDecodeError, RevokedTokenError
 
 from wafaa.db_pool import call_hot_path
 from wafaa.errors import Unauthorized, error_response
 from wafaa.extensions import jwt
-from wafaa.models import AdminRole, SubscriptionTier
+from wafaa.models import AdminRole, Tenant
 from wafaa.schemas.common import is_storable_text
-from wafaa.tenancy import bind_request_tenant
+from wafaa.tenancy import bind_request_session
 
 ACCESS = "access"
 REFRESH = "refresh"
@@ -84,16 +90,21 @@ class Actor:
     role: AdminRole
 
 
-@dataclass(frozen=True)
-class TenantSnapshot:
-    id: uuid.UUID
-    name: str
-    slug: str
-    subscription_tier: SubscriptionTier
-    is_active: bool
-    settings: dict
-    created_at: datetime
-    updated_at: datetime
+# The caller's tenant as read with the token check: every column of the model,
+# so a new column reaches GET /tenants/me with no change here or in the SQL.
+TenantSnapshot = make_dataclass("TenantSnapshot", [c.key for c in Tenant.__table__.columns], frozen=True)
+_ENUM_COLUMNS = {c.key: c.type.enum_class for c in Tenant.__table__.columns if getattr(c.type, "enum_class", None)}
+
+
+def tenant_snapshot(row) -> TenantSnapshot:
+    """From the `tenants` row the identity function returns (a psycopg composite)."""
+    values = row._asdict()
+    return TenantSnapshot(
+        **{
+            c.key: _ENUM_COLUMNS[c.key](values[c.name]) if c.key in _ENUM_COLUMNS else values[c.name]
+            for c in Tenant.__table__.columns
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -156,22 +167,24 @@ class VerifiedTokens:
             return None
         return hashlib.sha256(header.encode("ascii")).hexdigest()
 
-    def get(self, header: str) -> Mapping | None:
+    def get(self, header: str) -> tuple[Mapping, Mapping] | None:
+        """(JWT header, claims) of a token verified before and not expired."""
         key = self.key(header)
         with self._lock:
-            claims = self._entries.get(key) if key else None
-            if claims is not None:
+            entry = self._entries.get(key) if key else None
+            if entry is not None:
                 self._entries.move_to_end(key)
-        if claims is None or not claims.get("nbf", 0) <= time.time() < claims["exp"]:
+        if entry is None or not entry[1].get("nbf", 0) <= time.time() < entry[1]["exp"]:
             return None
-        return claims
+        return entry
 
-    def put(self, header: str, claims: dict) -> None:
+    def put(self, header: str, jwt_header: dict, claims: dict) -> None:
         key = self.key(header)
         if key is None:
             return
         with self._lock:
-            self._entries[key] = MappingProxyType(dict(claims))  # shared: read-only
+            # Shared between requests: read-only.
+            self._entries[key] = (MappingProxyType(dict(jwt_header)), MappingProxyType(dict(claims)))
             self._entries.move_to_end(key)
             if len(self._entries) > self._size:
                 self._entries.popitem(last=False)
@@ -197,32 +210,39 @@ def authenticate_request() -> None:
 def _authenticate_access_token() -> None:
     header = request.headers.get("Authorization", "")
     verified = current_app.extensions["wafaa_verified_tokens"]
-    claims = verified.get(header)
-    if claims is None:
+    entry = verified.get(header)
+    if entry is None:
         verify_jwt_in_request(locations=["headers"])  # everything, and the revocation check
-        verified.put(header, get_jwt())
-    elif _is_revoked({}, claims):
-        raise RevokedTokenError({}, claims)
+        verified.put(header, get_jwt_header(), get_jwt())
+        return
+    jwt_header, claims = entry
+    if _is_revoked(jwt_header, claims):
+        raise RevokedTokenError(jwt_header, claims)
+    # What verify_jwt_in_request would have left in `g`, so that the library's
+    # documented API (get_jwt, get_jwt_identity, get_jwt_header) works on this
+    # path too (tests/test_token_validation.py checks it against the library).
+    g._jwt_extended_jwt = dict(claims)
+    g._jwt_extended_jwt_header = dict(jwt_header)
+    g._jwt_extended_jwt_user = {"loaded_user": None}
+    g._jwt_extended_jwt_location = "headers"
 
 
 def load_identity(tenant_id: uuid.UUID, session_id: uuid.UUID, admin_id: uuid.UUID) -> tuple | None:
     """The live session, admin and tenant behind a token, or None.
 
     The one query every authenticated request makes: a database function
-    (migration 0004) that switches to the request role and the token's tenant,
-    then reads the session, admin and tenant under row-level security, in one
-    round trip and with a cached plan. Through the ORM it took three round trips
-    (docs/performance.md).
+    (wafaa/sql/request_identity.sql) that reads the live session, its admin and its
+    tenant row, in one round trip and with a cached plan. Through the ORM it took
+    three round trips (docs/performance.md).
     """
     row = call_hot_path("wafaa_request_identity", tenant_id, session_id, admin_id)
     if row is None:
         return None
-    refresh_jti, expires_at, email, full_name, role, *tenant = row
-    name, slug, tier, is_active, settings, created_at, updated_at = tenant
+    refresh_jti, expires_at, email, full_name, role, tenant = row
     return (
         SessionRef(session_id, tenant_id, admin_id, refresh_jti, expires_at),
         Actor(admin_id, tenant_id, email, full_name, AdminRole(role)),
-        TenantSnapshot(tenant_id, name, slug, SubscriptionTier(tier), is_active, settings, created_at, updated_at),
+        tenant_snapshot(tenant),
     )
 
 
@@ -273,10 +293,10 @@ def _signing_key(header: dict, unverified_claims: dict) -> str:
     return current_app.config["JWT_SECRET_KEY"]
 
 
-def _is_revoked(header: dict, claims: Mapping) -> bool:
-    tenant_id = uuid.UUID(claims["tid"])
-    bind_request_tenant(tenant_id)
-    found = load_identity(tenant_id, uuid.UUID(claims["sid"]), uuid.UUID(claims["sub"]))
+def _is_revoked(header: Mapping, claims: Mapping) -> bool:
+    tenant_id, session_id, admin_id = (uuid.UUID(claims[name]) for name in ("tid", "sid", "sub"))
+    bind_request_session(tenant_id, session_id, admin_id)
+    found = load_identity(tenant_id, session_id, admin_id)
     if found is None:
         return True
     session, admin, tenant = found

@@ -13,16 +13,22 @@ Every unit of database work runs in exactly one *scope*:
 * no scope: any ORM statement on a tenant-scoped model raises `TenantScopeError`.
   Isolation fails closed.
 
-Underneath, every transaction on the app's engine starts by telling PostgreSQL the
-same thing (`scope_settings`): inside a tenant scope or with no scope
-at all the transaction switches to the unprivileged role (`SET LOCAL ROLE`) and sets
-`app.tenant_id`, which the row-level security policies compare against (no scope:
-no tenant, no rows). Only the system scope keeps the connecting role. Both settings
-are transaction-local, so nothing survives on a pooled connection.
+Underneath, PostgreSQL enforces the same rule with row-level security, which
+trusts only a tenant binding SQL cannot forge (wafaa/sql/tenant_binding.sql,
+docs/isolation.md). Which connection a transaction uses, and how it opens, follows
+from its scope:
 
-The hot paths (the token check, the login lookup by email, a login's writes)
-bypass the ORM: they are database functions that set the same settings
-themselves (migration 0004, wafaa.db_pool.call_hot_path).
+* a request's tenant scope: the service's own login role (DATABASE_URL), and the
+  transaction is bound through the request's live session
+  (`wafaa_bind_session`, with the ids as bind parameters);
+* no scope: the service's role, bound to nothing (no rows);
+* the system scope: the schema owner (MIGRATION_DATABASE_URL) with `app.system`
+  on, which only the owner's policy honours;
+* `tenant_scope(tenant_id)` outside a request (operators, tests): the schema
+  owner binds the tenant itself, then becomes the request role for the rest of the
+  transaction, so the request role's privileges and policies apply.
+
+Every setting is transaction-local: nothing survives on a pooled connection.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 from sqlalchemy.sql.util import find_tables
 
+from config import OWNER_BIND
 from wafaa.extensions import db
 from wafaa.models.base import TenantScoped
 from wafaa.models.tenant import Tenant
@@ -49,7 +56,6 @@ log = logging.getLogger("wafaa.tenancy")
 
 # PostgreSQL custom settings read by the row-level security policies.
 TENANT_SETTING = "app.tenant_id"
-SYSTEM_SETTING = "app.system"
 
 
 class TenantScopeError(RuntimeError):
@@ -60,6 +66,9 @@ class TenantScopeError(RuntimeError):
 class Scope:
     tenant_id: uuid.UUID | None = None
     system_reason: str | None = None
+    # A request's (session id, admin id): what binds its transactions to the
+    # tenant in the database. None outside requests (the owner binds instead).
+    session: tuple[uuid.UUID, uuid.UUID] | None = None
 
     @property
     def is_system(self) -> bool:
@@ -93,9 +102,10 @@ def _enter(scope: Scope | None) -> None:
         g._wafaa_scope = scope
 
 
-def bind_request_tenant(tenant_id: uuid.UUID) -> None:
-    """Set the tenant for the rest of the current request (from its verified token)."""
-    _enter(Scope(tenant_id=tenant_id))
+def bind_request_session(tenant_id: uuid.UUID, session_id: uuid.UUID, admin_id: uuid.UUID) -> None:
+    """Set the tenant for the rest of the current request, from its verified token;
+    the database binds each of its transactions through the token's session."""
+    _enter(Scope(tenant_id=tenant_id, session=(session_id, admin_id)))
     g.tenant_id = tenant_id
 
 
@@ -110,10 +120,8 @@ def _scoped(scope: Scope) -> Iterator[None]:
         session.rollback()
         raise
     else:
-        uncommitted = bool(session.new or session.dirty or session.deleted)
-        session.rollback()
-        if uncommitted:
-            raise TenantScopeError("uncommitted changes discarded at the end of a scope; commit inside it")
+        # The scope is the unit of work: it commits once, when its block succeeds.
+        session.commit()
     finally:
         session.expunge_all()
         if previous is None:
@@ -257,23 +265,58 @@ def _forget_transaction_scope(session: Session, transaction) -> None:
 # --- Connection layer ----------------------------------------------------------
 
 
-def scope_settings(scope: Scope | None, app_role: str, statement_timeout_ms: int) -> tuple[tuple[str, str], ...]:
-    """The transaction-local settings that open a transaction in `scope`."""
-    if scope is not None and scope.is_system:
-        # Operators' work (migrations, purges) keeps the connecting role and no
-        # statement timeout: an index build may legitimately take minutes.
-        return ((SYSTEM_SETTING, "on"), ("statement_timeout", "0"))
-    tenant = str(scope.tenant_id) if scope is not None and scope.tenant_id else ""
-    return (("role", app_role), (TENANT_SETTING, tenant), ("statement_timeout", str(statement_timeout_ms)))
+def uses_owner(scope: Scope | None) -> bool:
+    """Work that needs the schema owner's connection: the system scope, and a
+    tenant scope outside a request (no session to bind through)."""
+    return scope is not None and (scope.is_system or scope.session is None)
+
+
+def engine_for(scope: Scope | None):
+    if not uses_owner(scope):
+        return db.engine
+    owner = db.engines.get(OWNER_BIND)
+    if owner is None:
+        raise TenantScopeError(
+            "operators' work (migrations, CLI, tenant_scope) needs the schema owner's credentials: "
+            "set MIGRATION_DATABASE_URL"
+        )
+    return owner
+
+
+@dataclass(frozen=True)
+class Opening:
+    """What a transaction sends before its first statement: SQL text with
+    literals (one round trip with BEGIN), then optionally a statement whose values
+    are bind parameters (never visible as text to other sessions)."""
+
+    text: str
+    bound: tuple[str, tuple] | None = None
+
+
+BIND_SESSION = "SELECT wafaa_bind_session(%s, %s, %s)"
 
 
 @functools.lru_cache(maxsize=4096)
-def _opening_statement(settings: tuple[tuple[str, str], ...], begin: bool) -> str:
-    calls = sql.SQL(", ").join(
-        sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value)) for name, value in settings
+def _owner_opening(scope: Scope, app_role: str, statement_timeout_ms: int) -> str:
+    if scope.is_system:
+        # Operators' work (migrations, purges) with no statement timeout: an index
+        # build may legitimately take minutes.
+        return "BEGIN; SELECT set_config('app.system', 'on', true), set_config('statement_timeout', '0', true)"
+    opening = sql.SQL(
+        "BEGIN; SELECT wafaa_private.bind_tenant({}), set_config('statement_timeout', {}, true); SET LOCAL ROLE {}"
     )
-    opening = sql.SQL("BEGIN; SELECT {}" if begin else "SELECT {}").format(calls)
-    return opening.as_string()
+    return opening.format(
+        sql.Literal(str(scope.tenant_id)), sql.Literal(str(statement_timeout_ms)), sql.Identifier(app_role)
+    ).as_string()
+
+
+def opening_for(scope: Scope | None, app_role: str, statement_timeout_ms: int) -> Opening:
+    if uses_owner(scope):
+        return Opening(_owner_opening(scope, app_role, statement_timeout_ms))
+    if scope is None or scope.tenant_id is None:
+        return Opening("BEGIN")  # bound to nothing: no tenant rows at all
+    session_id, admin_id = scope.session
+    return Opening("BEGIN", (BIND_SESSION, (scope.tenant_id, session_id, admin_id)))
 
 
 _OPENING = "wafaa_opening_statement"
@@ -283,32 +326,11 @@ def init_app(app: Flask) -> None:
     app_role = app.config["DB_APP_ROLE"]
     statement_timeout_ms = app.config["DB_STATEMENT_TIMEOUT_MS"]
     with app.app_context():
-        engine = db.engine
+        engines = list(db.engines.values())
+        owner = db.engines.get(OWNER_BIND)
 
-    @event.listens_for(engine, "begin")
-    def _prepare_opening(conn: Connection) -> None:
-        # The scope is fixed when the transaction begins. The opening statement is
-        # sent with the transaction's first statement (below): from there, a
-        # failure is handled like any statement's (translated, and a dead
-        # connection invalidated). With psycopg in autocommit mode (the default
-        # config) the BEGIN is ours, in the same round trip as the settings.
-        autocommit = conn.connection.dbapi_connection.autocommit
-        settings = scope_settings(current_scope(), app_role, statement_timeout_ms)
-        conn.info[_OPENING] = _opening_statement(settings, begin=autocommit)
-
-    @event.listens_for(engine, "before_cursor_execute")
-    def _open_transaction(conn: Connection, cursor, statement, parameters, context, executemany) -> None:
-        opening = conn.info.pop(_OPENING, None)
-        if opening is not None:
-            # Values are validated (role name, UUID, integer) and quoted as
-            # literals by psycopg; no parameters, so BEGIN; SELECT is one message.
-            cursor.execute(opening)
-
-    @event.listens_for(engine, "commit")
-    @event.listens_for(engine, "rollback")
-    def _forget_opening(conn: Connection) -> None:
-        if not conn.invalidated:  # an invalidated connection's info is gone with it
-            conn.info.pop(_OPENING, None)
+    for engine in engines:
+        _listen_for_transactions(engine, is_owner=engine is owner, app_role=app_role, timeout_ms=statement_timeout_ms)
 
     # db.session is shared by every app of the process: listen once.
     for name, listener in (
@@ -319,3 +341,33 @@ def init_app(app: Flask) -> None:
     ):
         if not event.contains(db.session, name, listener):
             event.listen(db.session, name, listener)
+
+
+def _listen_for_transactions(engine, *, is_owner: bool, app_role: str, timeout_ms: int) -> None:
+    @event.listens_for(engine, "begin")
+    def _prepare_opening(conn: Connection) -> None:
+        # The scope is fixed when the transaction begins; the opening is sent with
+        # the transaction's first statement (below), so that a failure is handled
+        # like any statement's (translated, and a dead connection invalidated).
+        # psycopg runs in autocommit mode: the BEGIN is ours.
+        scope = current_scope()
+        if uses_owner(scope) != is_owner:
+            belongs = "the schema owner's" if uses_owner(scope) else "the service's"
+            raise TenantScopeError(f"this scope's work belongs on {belongs} engine")
+        conn.info[_OPENING] = opening_for(scope, app_role, timeout_ms)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _open_transaction(conn: Connection, cursor, statement, parameters, context, executemany) -> None:
+        opening = conn.info.pop(_OPENING, None)
+        if opening is not None:
+            # The literal part is validated (UUID, role name, integer) and quoted
+            # by psycopg; without parameters it goes as one simple-query message.
+            cursor.execute(opening.text)
+            if opening.bound is not None:
+                cursor.execute(*opening.bound)
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _forget_opening(conn: Connection) -> None:
+        if not conn.invalidated:  # an invalidated connection's info is gone with it
+            conn.info.pop(_OPENING, None)

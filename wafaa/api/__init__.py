@@ -5,6 +5,7 @@ from http import HTTPStatus
 import flask_smorest
 
 from wafaa.security import ACCESS, PUBLIC, REFRESH, requires
+from wafaa.unit_of_work import transactional
 
 BEARER = [{"bearerAuth": []}]
 
@@ -16,6 +17,12 @@ class Blueprint(flask_smorest.Blueprint):
     wafaa.security at runtime, whatever the documentation says); these decorators
     set the requirement and document it, with its 401, in one place.
     """
+
+    def response(self, status_code, schema=None, **kwargs):
+        """flask-smorest's response decorator, with the view's work committed when
+        it returns and before the result is rendered (wafaa.unit_of_work)."""
+        render = super().response(status_code, schema, **kwargs)
+        return lambda view: render(transactional(view))
 
     def errors(self, *statuses: int):
         """Document error responses, each with the one error schema."""

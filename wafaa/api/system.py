@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from flask import current_app
 
 from wafaa.api import Blueprint
-from wafaa.health import check_database
+from wafaa.health import database_checks
 from wafaa.ratelimit import storage_check
 from wafaa.schemas.system import HealthSchema, SystemInfoSchema
 
@@ -20,10 +20,12 @@ def health():
     """Health of the service and its database
 
     200 when every check passes, 503 (same body) when one fails: the database,
-    and the rate limiter's shared storage when it is Redis. Meant for load
+    whether the service's database role is a safe one (`database_role`: not a
+    superuser, no BYPASSRLS, owns nothing), and the rate limiter's shared
+    storage when it is Redis. Meant for load
     balancers and orchestrators; it takes at most about two seconds.
     """
-    checks = {"database": check_database()}
+    checks = database_checks()
     limiter_storage = storage_check()
     if limiter_storage is not None:
         checks["rate_limit_storage"] = limiter_storage

@@ -7,7 +7,6 @@ from flask.views import MethodView
 from marshmallow import RAISE
 
 from wafaa.api import Blueprint
-from wafaa.extensions import db
 from wafaa.models import TenantAdmin
 from wafaa.permissions import require_manager
 from wafaa.schemas.admin import AdminCreateSchema, AdminListQuerySchema, AdminPageSchema, AdminSchema, AdminUpdateSchema
@@ -43,9 +42,7 @@ class CurrentTenant(MethodView):
         """
         identity = current_identity()
         require_manager(identity.admin)
-        tenant = update_tenant(identity.tenant, changes)
-        db.session.commit()
-        return tenant
+        return update_tenant(identity.tenant, changes)
 
 
 @blp.route("/admins")
@@ -64,7 +61,6 @@ class Admins(MethodView):
     def post(self, data):
         """Add an admin (owner: any role; admin: admin or viewer)"""
         admin = admins.create_admin(current_identity().admin, data)
-        db.session.commit()
         return admin, 201, {"Location": url_for("tenants.AdminById", admin_id=admin.id)}
 
 
@@ -88,9 +84,7 @@ class AdminById(MethodView):
         active owner cannot be demoted or deactivated (409). Deactivation ends the
         admin's sessions at once.
         """
-        admin = admins.update_admin(current_identity().admin, admin_id, changes)
-        db.session.commit()
-        return admin
+        return admins.update_admin(current_identity().admin, admin_id, changes)
 
     @blp.authenticated
     @blp.response(200, AdminSchema)
@@ -101,9 +95,7 @@ class AdminById(MethodView):
         Admins are deactivated, never erased, so the audit log keeps pointing at
         them. Their sessions end at once.
         """
-        admin = admins.deactivate_admin(current_identity().admin, admin_id)
-        db.session.commit()
-        return admin
+        return admins.deactivate_admin(current_identity().admin, admin_id)
 
 
 @blp.route("/audit-logs")

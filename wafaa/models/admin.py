@@ -45,7 +45,10 @@ class TenantAdmin(UUIDPrimaryKey, TenantScoped, Timestamps, db.Model):
     )
 
     email: Mapped[str] = mapped_column(String(255), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(255))
+    # Deferred: the request role may not read it (column privileges, migration
+    # 0005), so no ordinary query asks for it; login compares it inside the
+    # database (wafaa/sql/login.sql).
+    password_hash: Mapped[str] = mapped_column(String(255), deferred=True)
     full_name: Mapped[str] = mapped_column(String(255))
     role: Mapped[AdminRole] = mapped_column(pg_enum(AdminRole, "admin_role"))
     is_active: Mapped[bool] = mapped_column(default=True, server_default=true())

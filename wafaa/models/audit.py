@@ -12,6 +12,7 @@ from wafaa.models.base import EMPTY_JSONB, TenantScoped, UUIDPrimaryKey, db
 
 class AuditLog(UUIDPrimaryKey, TenantScoped, db.Model):
     __tablename__ = "audit_logs"
+    __audit_exempt__ = "the audit log itself"
     __table_args__ = (
         # The actor, when there is one, is an admin of the same tenant. NO ACTION
         # (checked at the end of the statement) lets a tenant's deletion cascade to
@@ -24,7 +25,7 @@ class AuditLog(UUIDPrimaryKey, TenantScoped, db.Model):
             name="fk_audit_logs_tenant_id_user_id_tenant_admins",
         ),
         Index("ix_audit_logs_tenant_id_created_at", "tenant_id", "created_at"),
-        # Failed logins of one account in the lockout window (wafaa_login_candidate).
+        # Failed logins of one account in the lockout window (wafaa/sql/login.sql).
         Index(
             "ix_audit_logs_tenant_id_resource_id_created_at_login_failed",
             "tenant_id",

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
+from flask_sqlalchemy.session import Session as FlaskSession
 from sqlalchemy import DateTime, Enum, FetchedValue, ForeignKey, MetaData, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
@@ -34,10 +35,22 @@ class Base(DeclarativeBase):
     )
 
 
-# expire_on_commit=False: a view commits and then returns the objects it changed;
-# re-reading them from the database just to serialise them would cost a
-# transaction per write for nothing (the scoped session ends with the request).
-db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
+class ScopedBindSession(FlaskSession):
+    """Picks the engine from the tenant scope (wafaa.tenancy.engine_for): the
+    service's login role for requests, the schema owner for operators' work."""
+
+    def get_bind(self, mapper=None, clause=None, bind=None, **kwargs):
+        if bind is not None:
+            return bind
+        from wafaa.tenancy import current_scope, engine_for
+
+        return engine_for(current_scope())
+
+
+# expire_on_commit=False: a request commits after its view returned the objects it
+# changed; re-reading them would cost a transaction per write for nothing (the
+# scoped session ends with the request).
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False, "class_": ScopedBindSession})
 
 
 def pg_enum(enum_class: type[enum.Enum], name: str):

@@ -11,6 +11,7 @@ from wafaa.models.base import CreatedAt, TenantScoped, UUIDPrimaryKey, db
 
 class AuthSession(UUIDPrimaryKey, TenantScoped, CreatedAt, db.Model):
     __tablename__ = "auth_sessions"
+    __audit_exempt__ = "sessions are audited as auth.* events (login, logout, revocation, reuse)"
     __table_args__ = (
         # Composite key: a session's admin always belongs to the session's tenant.
         ForeignKeyConstraint(

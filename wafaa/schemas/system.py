@@ -6,8 +6,16 @@ class CheckSchema(Schema):
     latency_ms = fields.Float(metadata={"description": "Round trip of the check, when it succeeded"})
 
 
+class RoleCheckSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ok", "unsafe"]))
+
+
 class ChecksSchema(Schema):
     database = fields.Nested(CheckSchema, required=True)
+    database_role = fields.Nested(
+        RoleCheckSchema,
+        metadata={"description": "Present when the database answered: is the service's role a safe one"},
+    )
     rate_limit_storage = fields.Nested(CheckSchema, metadata={"description": "Present when the storage is Redis"})
 
 

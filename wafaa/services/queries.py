@@ -6,7 +6,7 @@ import math
 import uuid
 from typing import TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func
 
 from wafaa.errors import NotFound
 from wafaa.extensions import db
@@ -37,7 +37,9 @@ def page_of(statement: Select, page: int, page_size: int) -> dict:
     if rows:
         total = rows[0].total
     else:
-        total = db.session.scalar(select(func.count()).select_from(statement.order_by(None).subquery()))
+        # Only count(*): a subquery of the entity would select every column,
+        # including those the request role may not read.
+        total = db.session.scalar(statement.with_only_columns(func.count(), maintain_column_froms=True).order_by(None))
     return {
         "items": [row[0] for row in rows],
         "page": page,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app, request
@@ -21,10 +21,10 @@ from wafaa import audit
 from wafaa.db_pool import call_hot_path
 from wafaa.errors import ApiError, NotFound, Unauthorized
 from wafaa.extensions import db
-from wafaa.models import AuthSession, TenantAdmin, normalize_email
-from wafaa.passwords import needs_rehash, rehash, verify_password
+from wafaa.models import AuthSession, normalize_email
+from wafaa.passwords import hash_with_salt, rehash, salt_rounds
 from wafaa.security import Identity, SessionRef, issue_tokens
-from wafaa.tenancy import bind_request_tenant, system_scope
+from wafaa.tenancy import system_scope
 
 
 class InvalidCredentials(ApiError):
@@ -32,15 +32,6 @@ class InvalidCredentials(ApiError):
 
     status, code, message = 401, "invalid_credentials", "The email or password is incorrect."
     headers = {"WWW-Authenticate": "Bearer"}
-
-
-@dataclass(frozen=True)
-class LoginCandidate:
-    admin_id: uuid.UUID
-    tenant_id: uuid.UUID
-    password_hash: str
-    can_log_in: bool
-    recent_failures: int
 
 
 def _now() -> datetime:
@@ -59,71 +50,6 @@ def _lockout_window() -> timedelta:
     return timedelta(minutes=current_app.config["LOGIN_LOCKOUT_WINDOW_MINUTES"])
 
 
-def _find_login_candidate(email: str) -> LoginCandidate | None:
-    # Login is the one request that does not know its tenant yet: the email
-    # decides it. This lookup is the API's only cross-tenant read, in the system
-    # scope, as a database function (migration 0004), which also counts the
-    # account's recent failed logins for the lockout.
-    row = call_hot_path("wafaa_login_candidate", normalize_email(email), _lockout_window())
-    return LoginCandidate(*row) if row is not None else None
-
-
-def _lock_and_count_failures(candidate: LoginCandidate) -> int:
-    """Lock the account's row for this transaction, then count its failed logins
-    anew (the count the lookup made is from before the password check).
-
-    The lockout is derived from the audit log's auth.login_failed rows rather
-    than kept as separate state (wafaa_recent_login_failures: refusals of a locked
-    account do not count, so the lock lifts as the failures that caused it age out
-    of the window). The row lock makes concurrent failures of one account take
-    turns, so each sees those before it and the lock is recorded exactly once.
-    Two statements: the count must take its snapshot after the lock is granted.
-    """
-    db.session.execute(select(TenantAdmin.id).where(TenantAdmin.id == candidate.admin_id).with_for_update())
-    return db.session.scalar(
-        select(func.wafaa_recent_login_failures(candidate.tenant_id, candidate.admin_id, _lockout_window()))
-    )
-
-
-def _refusal_reason(candidate: LoginCandidate, password_ok: bool) -> str | None:
-    if candidate.recent_failures >= current_app.config["LOGIN_LOCKOUT_THRESHOLD"]:
-        # Even the right password: the lock gets the same answer as a wrong one,
-        # so it tells an attacker nothing.
-        return "locked"
-    if not password_ok:
-        return "bad_password"
-    if not candidate.can_log_in:
-        return "inactive"
-    return None
-
-
-def _record_failure(candidate: LoginCandidate, reason: str) -> None:
-    """The auth.login_failed row, and auth.account_locked when this one locks."""
-    failures = _lock_and_count_failures(candidate)
-    threshold = current_app.config["LOGIN_LOCKOUT_THRESHOLD"]
-    if failures >= threshold:
-        # Locked by attempts that ran alongside this one: it is a refusal of a
-        # locked account (its answer says nothing either way) and does not count.
-        reason = "locked"
-    _audit_account(candidate, "auth.login_failed", {"reason": reason})
-    if reason != "locked" and failures + 1 == threshold:
-        window = current_app.config["LOGIN_LOCKOUT_WINDOW_MINUTES"]
-        _audit_account(candidate, "auth.account_locked", {"failures": threshold, "window_minutes": window})
-    db.session.commit()
-
-
-def _audit_account(candidate: LoginCandidate, action: str, details: dict) -> None:
-    """An audit row about the account itself, the account as its actor."""
-    audit.record(
-        action,
-        tenant_id=candidate.tenant_id,
-        resource_type="admin",
-        resource_id=candidate.admin_id,
-        actor_id=candidate.admin_id,
-        details=details,
-    )
-
-
 def _settle(deadline: float) -> None:
     remaining = deadline - time.monotonic()
     if remaining > 0:
@@ -131,41 +57,27 @@ def _settle(deadline: float) -> None:
 
 
 def login(email: str, password: str) -> dict:
-    candidate = _find_login_candidate(email)
-    # Exactly one bcrypt check whatever happens next (a fixed dummy hash when the
-    # email is unknown), and no database connection is held while it runs.
-    password_ok = verify_password(password, candidate.password_hash if candidate else None)
+    """Log in. The policy (lockout, the password comparison, the active flags, what
+    is recorded) is one database function, wafaa/sql/login.sql; the password hash
+    never leaves the database. This side does the one bcrypt check, with the
+    account's salt, and no database connection held while it runs."""
+    email = normalize_email(email)
+    rounds = current_app.config["BCRYPT_ROUNDS"]
+    # An unknown email gets a salt too, shaped like a real one.
+    (salt,) = call_hot_path("wafaa_login_salt", email, rounds)
+    candidate = hash_with_salt(password, salt)
     # Every failure answers at the same moment after the check: an unknown email
     # writes nothing, a known one an audit row, and that difference must not be
     # visible as time.
     settle = time.monotonic() + current_app.config["LOGIN_FAILURE_SETTLE_MS"] / 1000
-    if candidate is None:
-        _settle(settle)
-        raise InvalidCredentials()
-
-    bind_request_tenant(candidate.tenant_id)
-    reason = _refusal_reason(candidate, password_ok)
-    if reason is not None:
-        _record_failure(candidate, reason)
-        _settle(settle)
-        raise InvalidCredentials()
-
-    details, new_hash = {}, None
-    if needs_rehash(candidate.password_hash):
-        # The stored hash is cheaper than BCRYPT_ROUNDS: upgrade it while the
-        # plaintext is at hand (hashed here, before any transaction opens). Not a
-        # password change, so not audited as one.
-        new_hash = rehash(password)
-        details["password_rehashed"] = True
-    # One database function (migration 0004), one transaction, one round trip:
-    # lock the account and check again what may have changed during the password
-    # check, then last_login, the re-hash, the session and its auth.login row.
+    # A hash cheaper than today's cost is upgraded on success, while the
+    # plaintext is at hand (a second bcrypt, only for such accounts).
+    new_hash = rehash(password) if candidate is not None and salt_rounds(salt) < rounds else None
     session_id, refresh_jti = uuid.uuid4(), _new_jti()
-    outcome, expires_at = call_hot_path(
-        "wafaa_start_session",
-        candidate.tenant_id,
-        candidate.admin_id,
-        candidate.password_hash,
+    outcome, tenant_id, admin_id, expires_at = call_hot_path(
+        "wafaa_login",
+        email,
+        candidate,
         new_hash,
         current_app.config["LOGIN_LOCKOUT_THRESHOLD"],
         _lockout_window(),
@@ -174,15 +86,12 @@ def login(email: str, password: str) -> dict:
         _refresh_lifetime(),
         audit.client_ip(),
         _user_agent(),
-        Jsonb(audit.with_context(details)),
+        Jsonb(audit.with_context()),
     )
     if outcome != "started":
-        # Changed meanwhile: a new password (the one checked is now wrong), a
-        # deactivation, or a lock by failures that ran alongside this login.
-        _record_failure(candidate, "bad_password" if outcome == "password_changed" else outcome)
         _settle(settle)
         raise InvalidCredentials()
-    return issue_tokens(SessionRef(session_id, candidate.tenant_id, candidate.admin_id, refresh_jti, expires_at))
+    return issue_tokens(SessionRef(session_id, tenant_id, admin_id, refresh_jti, expires_at))
 
 
 def _user_agent() -> str | None:
@@ -220,7 +129,6 @@ def refresh(identity: Identity) -> dict:
         .execution_options(synchronize_session=False)
     ).first()
     if rotated is not None:
-        db.session.commit()
         return issue_tokens(replace(session, refresh_jti=next_jti, expires_at=rotated.expires_at))
     return _refresh_with_stale_token(session, presented)
 
@@ -239,7 +147,6 @@ def _refresh_with_stale_token(session: SessionRef, presented: str) -> dict:
     if current.revoked_at is None and current.previous_refresh_jti == presented and current.in_grace:
         # Another request (a second tab) rotated this token a moment ago. Answer
         # with the family's current refresh token instead of logging the user out.
-        db.session.rollback()
         return issue_tokens(replace(session, refresh_jti=current.refresh_jti, expires_at=current.expires_at))
     # An old refresh token came back after its successor was issued: it was
     # copied. Kill the whole family, the thief's tokens and the victim's alike.
@@ -251,8 +158,8 @@ def _refresh_with_stale_token(session: SessionRef, presented: str) -> dict:
         resource_id=session.id,
         actor_id=session.admin_id,
     )
-    db.session.commit()
-    raise Unauthorized("The token has been revoked.", code="token_revoked")
+    # The revocation and its audit row stand although the request fails.
+    raise Unauthorized("The token has been revoked.", code="token_revoked", keep_changes=True)
 
 
 def revoke_sessions(*criteria, reason: str) -> int:
@@ -283,7 +190,6 @@ def logout(identity: Identity, all_sessions: bool) -> None:
         resource_id=identity.session.id,
         details={"all_sessions": all_sessions, "sessions_revoked": count},
     )
-    db.session.commit()
 
 
 def active_sessions(identity: Identity) -> list[dict]:
@@ -318,7 +224,6 @@ def revoke_own_session(identity: Identity, session_id: uuid.UUID) -> None:
     if count == 0:
         raise NotFound()
     audit.record("auth.session_revoked", tenant_id=identity.tenant.id, resource_type="session", resource_id=session_id)
-    db.session.commit()
 
 
 def purge_sessions() -> int:
@@ -330,5 +235,4 @@ def purge_sessions() -> int:
             .where(or_(AuthSession.expires_at < func.now(), AuthSession.revoked_at < func.now() - retention))
             .execution_options(synchronize_session=False)
         )
-        db.session.commit()
     return result.rowcount

@@ -1,0 +1,216 @@
+"""The three kinds of database role, set up from a superuser, and the check that the
+service runs as the right one.
+
+* The **schema owner** (`MIGRATION_DATABASE_URL`, `wafaa_owner` when the tooling
+  creates it) owns the tables and functions: it runs `flask db upgrade` and the
+  operators' cross-tenant commands (`flask seed`, `flask tenants ...`).
+* The **service's login role** (`DATABASE_URL`, `wafaa_service`): LOGIN, not
+  superuser, no BYPASSRLS, owns nothing, may create nothing; its one membership is
+  the request role.
+* The **request role** (`DB_APP_ROLE`, `wafaa_app`, NOLOGIN) holds exactly the
+  privileges the migrations grant, and row-level security applies to it.
+
+`prepare(url)` is what `make run`, `make test` and `make bench` call with whatever
+URL they were given: a superuser URL gets the roles created (idempotently) and the
+two URLs derived from it; any other URL is taken as already set up by a DBA
+(docs/database-roles.md has the SQL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import sys
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import URL, make_url
+
+DEFAULT_OWNER = "wafaa_owner"
+DEFAULT_SERVICE = "wafaa_service"
+DEFAULT_APP_ROLE = "wafaa_app"
+_SAFE = "NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION"
+
+
+@dataclass(frozen=True)
+class RoleUrls:
+    service: str  # DATABASE_URL
+    owner: str  # MIGRATION_DATABASE_URL
+
+
+def libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def derived_password(superuser_password: str | None, user: str) -> str | None:
+    """The password the tooling gives a role it creates: none on a server that
+    trusts local connections (no password in the superuser URL), else one derived
+    from the superuser's, so every run derives the same one and nothing is stored."""
+    if not superuser_password:
+        return None
+    return hmac.new(superuser_password.encode(), f"wafaa-role/{user}".encode(), hashlib.sha256).hexdigest()
+
+
+def with_user(url: str, user: str) -> str:
+    """The same server and database, as `user`, with its derived password if any."""
+    parsed = make_url(libpq(url))
+    return URL.create(
+        parsed.drivername,
+        username=user,
+        password=derived_password(parsed.password, user),
+        host=parsed.host,
+        port=parsed.port,
+        database=parsed.database,
+        query=parsed.query,
+    ).render_as_string(hide_password=False)
+
+
+def _ensure_role(conn: psycopg.Connection, name: str, attributes: str, password: str | None = None) -> None:
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
+    verb = "ALTER" if exists else "CREATE"
+    statement = sql.SQL(f"{{}} ROLE {{}} {attributes}").format(sql.SQL(verb), sql.Identifier(name))
+    if password:
+        statement = sql.SQL("{} PASSWORD {}").format(statement, sql.Literal(password))
+    try:
+        conn.execute(statement)
+    except psycopg.errors.DuplicateObject:  # created meanwhile by another database's set-up
+        _ensure_role(conn, name, attributes, password)
+
+
+def bootstrap(
+    superuser_url: str,
+    *,
+    app_role: str = DEFAULT_APP_ROLE,
+    owner: str = DEFAULT_OWNER,
+    service: str = DEFAULT_SERVICE,
+) -> RoleUrls:
+    """Create the three roles and hand the database to the owner. Idempotent."""
+    parsed = make_url(libpq(superuser_url))
+    database = parsed.database
+    ident = sql.Identifier
+    with psycopg.connect(libpq(superuser_url), autocommit=True) as conn:
+        _ensure_role(conn, app_role, f"NOLOGIN {_SAFE} NOINHERIT")
+        _ensure_role(conn, owner, f"LOGIN {_SAFE} INHERIT", derived_password(parsed.password, owner))
+        # INHERIT: the login role has the request role's privileges without a SET
+        # ROLE (which Citus cannot forward to its workers for a NOLOGIN role).
+        _ensure_role(conn, service, f"LOGIN {_SAFE} INHERIT", derived_password(parsed.password, service))
+        for member in (owner, service):
+            conn.execute(sql.SQL("GRANT {} TO {}").format(ident(app_role), ident(member)))
+        # The owner owns the database, hence (PostgreSQL 15) its public schema.
+        # Objects an earlier version created as another role (an embedded
+        # database from before these roles existed) are handed over too.
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(ident(database), ident(owner)))
+        conn.execute(
+            sql.SQL(
+                """
+                DO $$
+                DECLARE
+                    object record;
+                BEGIN
+                    FOR object IN
+                        SELECT format('ALTER %s %s OWNER TO %I',
+                                      CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' ELSE 'TABLE' END,
+                                      c.oid::regclass, {owner}) AS statement
+                        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'S', 'v')
+                          AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = {owner})
+                        UNION ALL
+                        SELECT format('ALTER FUNCTION %s OWNER TO %I', p.oid::regprocedure, {owner})
+                        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                        WHERE n.nspname = 'public'
+                          AND p.proowner <> (SELECT oid FROM pg_roles WHERE rolname = {owner})
+                        UNION ALL
+                        SELECT format('ALTER TYPE %s OWNER TO %I', t.oid::regtype, {owner})
+                        FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+                        WHERE n.nspname = 'public' AND t.typtype = 'e'
+                          AND t.typowner <> (SELECT oid FROM pg_roles WHERE rolname = {owner})
+                    LOOP
+                        EXECUTE object.statement;
+                    END LOOP;
+                END
+                $$
+                """
+            ).format(owner=sql.Literal(owner))
+        )
+    # Database-level privileges, in the database itself: nobody but the owner may
+    # create anything there, temporary objects included.
+    with psycopg.connect(libpq(superuser_url), autocommit=True) as conn:
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(ident(database)))
+        conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(ident(database), ident(owner)))
+        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(ident(database), ident(service)))
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(ident(owner)))
+    return RoleUrls(service=with_user(superuser_url, service), owner=with_user(superuser_url, owner))
+
+
+def is_superuser(url: str) -> bool:
+    with psycopg.connect(libpq(url), autocommit=True, connect_timeout=5) as conn:
+        return bool(conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0])
+
+
+def prepare(url: str, app_role: str = DEFAULT_APP_ROLE) -> RoleUrls | None:
+    """The URLs to use: derived (roles created) from a superuser URL; None when
+    `url` names an ordinary role, which the operator has set up already."""
+    return bootstrap(url, app_role=app_role) if is_superuser(url) else None
+
+
+# --- the check production runs at start-up, and /health ----------------------------
+
+ROLE_CHECK_SQL = """
+SELECT current_user,
+       r.rolsuper,
+       r.rolbypassrls,
+       (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relowner = r.oid) AS owned,
+       has_schema_privilege('public', 'CREATE') AS can_create
+FROM pg_roles r WHERE r.rolname = current_user
+"""
+
+
+def role_problem(row: tuple) -> str | None:
+    """What is wrong with the service's connection role, as one line, or None."""
+    user, superuser, bypassrls, owned, can_create = row
+    fix = "connect as the service's login role, see docs/isolation.md"
+    if superuser:
+        return f"database role {user!r} is a superuser: {fix}"
+    if bypassrls:
+        return f"database role {user!r} has BYPASSRLS: {fix}"
+    if owned:
+        return f"database role {user!r} owns {owned} objects of the schema: {fix}"
+    if can_create:
+        return f"database role {user!r} may create objects in schema public: {fix}"
+    return None
+
+
+def check_connection(execute) -> str | None:
+    """`execute`: runs SQL text and returns something with fetchone() (a psycopg
+    connection's execute, a SQLAlchemy connection's exec_driver_sql)."""
+    return role_problem(tuple(execute(ROLE_CHECK_SQL).fetchone()))
+
+
+def startup_problem(database_url: str, connect_timeout: int = 5) -> str | None:
+    """Production's check before serving: the role problem as one line, None when
+    the role is safe. An unreachable database is not a role problem: the service
+    starts and answers 503 until the database is back."""
+    try:
+        with psycopg.connect(libpq(database_url), autocommit=True, connect_timeout=connect_timeout) as conn:
+            return check_connection(conn.execute)
+    except psycopg.OperationalError:
+        return None
+
+
+def main(argv: list[str]) -> int:
+    """python -m wafaa.db_roles URL [APP_ROLE]: print shell assignments of
+    DATABASE_URL and MIGRATION_DATABASE_URL (nothing for a non-superuser URL)."""
+    import shlex
+
+    urls = prepare(argv[1], *(argv[2:3] or []))
+    if urls is not None:
+        print(f"DATABASE_URL={shlex.quote(urls.service)}")
+        print(f"MIGRATION_DATABASE_URL={shlex.quote(urls.owner)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
