@@ -18,7 +18,6 @@ import time
 import psycopg
 from flask import Flask
 from psycopg.pq import TransactionStatus
-from psycopg.types.composite import CompositeInfo, register_composite
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
 
@@ -39,11 +38,6 @@ def init_app(app: Flask) -> None:
         # scope lifts it (wafaa.tenancy).
         with dbapi_connection.cursor() as cursor:
             cursor.execute(f"SET statement_timeout = {statement_timeout_ms}")
-        # The identity function returns the tenant row whole: psycopg turns it
-        # into a named tuple with typed fields (wafaa.security.tenant_snapshot).
-        tenants = CompositeInfo.fetch(dbapi_connection, "public.tenants")
-        if tenants is not None:  # None before the first migration
-            register_composite(tenants, dbapi_connection)
         if not dbapi_connection.autocommit:
             dbapi_connection.commit()
 

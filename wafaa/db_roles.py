@@ -91,7 +91,10 @@ def bootstrap(
     ident = sql.Identifier
     with psycopg.connect(libpq(superuser_url), autocommit=True) as conn:
         _ensure_role(conn, app_role, f"NOLOGIN {_SAFE} NOINHERIT")
-        _ensure_role(conn, owner, f"LOGIN {_SAFE} INHERIT", derived_password(parsed.password, owner))
+        # NOINHERIT: the owner becomes the request role only by SET ROLE (an
+        # operator's tenant scope); otherwise the request role's policies would
+        # be evaluated, for nothing, in every query of the owner's functions.
+        _ensure_role(conn, owner, f"LOGIN {_SAFE} NOINHERIT", derived_password(parsed.password, owner))
         # INHERIT: the login role has the request role's privileges without a SET
         # ROLE (which Citus cannot forward to its workers for a NOLOGIN role).
         _ensure_role(conn, service, f"LOGIN {_SAFE} INHERIT", derived_password(parsed.password, service))

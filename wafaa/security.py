@@ -21,6 +21,7 @@ Every failure is a 401 with `WWW-Authenticate: Bearer` and a specific code.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import re
 import threading
@@ -93,17 +94,28 @@ class Actor:
 # The caller's tenant as read with the token check: every column of the model,
 # so a new column reaches GET /tenants/me with no change here or in the SQL.
 TenantSnapshot = make_dataclass("TenantSnapshot", [c.key for c in Tenant.__table__.columns], frozen=True)
-_ENUM_COLUMNS = {c.key: c.type.enum_class for c in Tenant.__table__.columns if getattr(c.type, "enum_class", None)}
 
 
-def tenant_snapshot(row) -> TenantSnapshot:
-    """From the `tenants` row the identity function returns (a psycopg composite)."""
-    values = row._asdict()
+def _from_json(column):
+    """How a column's value comes back from to_jsonb(), as the model's type."""
+    python_type = column.type.python_type
+    if issubclass(python_type, enum.Enum):
+        return python_type
+    if python_type is uuid.UUID:
+        return uuid.UUID
+    if python_type is datetime:
+        return datetime.fromisoformat
+    return lambda value: value
+
+
+_TENANT_FIELDS = tuple((c.key, c.name, _from_json(c)) for c in Tenant.__table__.columns)
+
+
+def tenant_snapshot(row: Mapping) -> TenantSnapshot:
+    """From the tenant row (JSON) the identity function returns. Columns the model
+    does not know yet (a migration ahead of this code) are left out."""
     return TenantSnapshot(
-        **{
-            c.key: _ENUM_COLUMNS[c.key](values[c.name]) if c.key in _ENUM_COLUMNS else values[c.name]
-            for c in Tenant.__table__.columns
-        }
+        **{key: None if row.get(name) is None else convert(row[name]) for key, name, convert in _TENANT_FIELDS}
     )
 
 

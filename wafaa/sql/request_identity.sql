@@ -1,13 +1,14 @@
 -- The one query of every authenticated request: the token's session, its admin
 -- and its tenant, if the session is live and both are active. The tenant comes
--- back as its whole row (a new column reaches GET /tenants/me without editing
--- this function); the admin as what the request identity needs, never the
--- password hash. One round trip, with a cached plan (docs/performance.md).
+-- back as its whole row, as JSON (a new column reaches GET /tenants/me without
+-- editing this function, and a running service keeps working while a migration
+-- adds one); the admin as what the request identity needs, never the password
+-- hash. One round trip, with a cached plan (docs/performance.md).
 CREATE OR REPLACE FUNCTION wafaa_request_identity(p_tenant uuid, p_session uuid, p_admin uuid)
 RETURNS TABLE (
     refresh_jti varchar, expires_at timestamptz,
     email varchar, full_name varchar, role text,
-    tenant public.tenants
+    tenant jsonb
 )
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -15,7 +16,7 @@ AS $$
 BEGIN
     PERFORM set_config('app.system', 'on', true);  -- the owner's policy, for this query
     RETURN QUERY
-    SELECT s.refresh_jti, s.expires_at, a.email, a.full_name, a.role::text, t
+    SELECT s.refresh_jti, s.expires_at, a.email, a.full_name, a.role::text, to_jsonb(t)
     FROM public.auth_sessions s
     JOIN public.tenant_admins a ON a.tenant_id = s.tenant_id AND a.id = s.admin_id
     JOIN public.tenants t ON t.id = s.tenant_id

@@ -15,21 +15,30 @@
 
 -- The MAC: SHA-256 nested with two independent 512-bit keys (NMAC, the
 -- construction HMAC is proved secure through), built from PostgreSQL's own sha256.
+-- PL/pgSQL rather than SQL: its plans are cached for the session, and these run
+-- in every statement that reads a tenant table.
 CREATE OR REPLACE FUNCTION wafaa_private.mac(p_message text) RETURNS bytea
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT sha256(k.outer_key || sha256(k.inner_key || convert_to(p_message, 'UTF8')))
-    FROM wafaa_private.binding_key k
+DECLARE
+    v_mac bytea;
+BEGIN
+    SELECT sha256(k.outer_key || sha256(k.inner_key || convert_to(p_message, 'UTF8'))) INTO v_mac
+    FROM wafaa_private.binding_key k;
+    RETURN v_mac;
+END
 $$;
 
 CREATE OR REPLACE FUNCTION wafaa_private.tenant_proof(p_tenant uuid) RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT encode(wafaa_private.mac(
+BEGIN
+    RETURN encode(wafaa_private.mac(
         'tenant/' || p_tenant::text || '/' || pg_backend_pid()::text || '/'
-        || (extract(epoch FROM transaction_timestamp()) * 1000000)::bigint::text), 'hex')
+        || (extract(epoch FROM transaction_timestamp()) * 1000000)::bigint::text), 'hex');
+END
 $$;
 
 -- Binds the current transaction to a tenant. Owner only: the operators' tenant
@@ -51,12 +60,18 @@ $$;
 -- when its proof holds, else NULL (no rows). Policies call it as
 -- (SELECT wafaa_current_tenant()), once per statement.
 CREATE OR REPLACE FUNCTION wafaa_current_tenant() RETURNS uuid
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN current_setting('app.tenant_proof', true) = wafaa_private.tenant_proof(bound.id)
-                THEN bound.id END
-    FROM (SELECT NULLIF(current_setting('app.tenant_id', true), '')::uuid AS id) bound
+DECLARE
+    v_tenant uuid := NULLIF(current_setting('app.tenant_id', true), '')::uuid;
+BEGIN
+    IF v_tenant IS NULL OR current_setting('app.tenant_proof', true) IS DISTINCT FROM
+                           wafaa_private.tenant_proof(v_tenant) THEN
+        RETURN NULL;
+    END IF;
+    RETURN v_tenant;
+END
 $$;
 
 -- A request's transaction: bound to its token's tenant only while the token's
