@@ -6,10 +6,12 @@ connection (MIGRATION_DATABASE_URL), never as the role that serves requests.
 
 import logging
 
+import click
+
 from alembic import context
 from flask import current_app
 
-from wafaa.tenancy import current_scope, engine_for, system_scope
+from wafaa.tenancy import TenantScopeError, current_scope, engine_for, system_scope
 
 log = logging.getLogger("alembic.env")
 config = context.config
@@ -42,7 +44,12 @@ def run_migrations_online() -> None:
     configure_args = dict(current_app.extensions["migrate"].configure_args)
     configure_args.setdefault("process_revision_directives", skip_empty_autogenerate)
     configure_args.setdefault("compare_type", True)
-    with system_scope("database migrations"), engine_for(current_scope()).connect() as connection:
+    with system_scope("database migrations"):
+        try:
+            engine = engine_for(current_scope())
+        except TenantScopeError as error:
+            raise click.ClickException(str(error)) from None
+    with system_scope("database migrations"), engine.connect() as connection:
         context.configure(
             connection=connection,
             target_metadata=db.metadata,

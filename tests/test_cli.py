@@ -464,3 +464,21 @@ def test_the_flask_command_line_runs_the_commands(migrated, raw_db):
     )
     assert refused.returncode == 1
     assert "no-such-tenant" in refused.stderr
+
+
+def test_operators_commands_without_the_owners_url_say_so_in_one_line(migrated, raw_db):
+    env = {k: v for k, v in os.environ.items() if k != "TEST_MIGRATION_DATABASE_URL"}
+    env.update({"APP_ENV": "testing", "TEST_DATABASE_URL": migrated})
+    for command in (["seed"], ["tenants", "list"], ["tokens", "purge"], ["db", "upgrade"]):
+        result = subprocess.run(
+            [str(Path(sys.executable).with_name("flask")), "--app", "wsgi", *command],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 1, (command, result.stderr)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1 and "MIGRATION_DATABASE_URL" in errors[0], (command, result.stderr)
+        assert "Traceback" not in result.stderr, command

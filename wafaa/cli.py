@@ -7,6 +7,7 @@ command commits once, at its end.
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import click
@@ -25,7 +26,7 @@ from wafaa.schemas.tenant import TenantCreateSchema
 from wafaa.services import tenants as tenant_service
 from wafaa.services.admins import set_password
 from wafaa.services.sessions import purge_sessions
-from wafaa.tenancy import system_scope
+from wafaa.tenancy import TenantScopeError, system_scope
 
 DEMO_TENANTS = (
     ("acme", "Acme Corporation", SubscriptionTier.PREMIUM),
@@ -237,6 +238,26 @@ def purge_tokens_command() -> None:
     """Delete expired sessions and sessions revoked more than SESSION_RETENTION_DAYS ago."""
     count = purge_sessions()
     click.echo(f"Purged {count} sessions.")
+
+
+def _needs_owner(command: click.Command) -> click.Command:
+    """Operators' commands work as the schema owner: without its URL, say so in
+    one line instead of a traceback."""
+    callback = command.callback
+
+    def run(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except TenantScopeError as error:
+            raise click.ClickException(str(error)) from None
+
+    command.callback = functools.update_wrapper(run, callback)
+    return command
+
+
+for _command in (seed_command, *tenants_group.commands.values(), *admins_group.commands.values()):
+    _needs_owner(_command)
+_needs_owner(purge_tokens_command)
 
 
 def init_app(app: Flask) -> None:
