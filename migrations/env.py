@@ -7,7 +7,6 @@ connection (MIGRATION_DATABASE_URL), never as the role that serves requests.
 import logging
 
 import click
-
 from alembic import context
 from flask import current_app
 
