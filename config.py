@@ -205,7 +205,16 @@ class Config:
             # Statements and their parameters never appear in error messages, so
             # they cannot reach a log line.
             "hide_parameters": True,
-            "connect_args": {"connect_timeout": self.DB_CONNECT_TIMEOUT, "application_name": "wafaa"},
+            # prepare_threshold=None: psycopg never prepares statements on the
+            # server. A named prepared statement outlives the transaction on a
+            # pooled connection, so SQL injected into one request could replace
+            # one and run inside the next tenant's request (docs/isolation.md);
+            # PgBouncer in transaction mode cannot carry them either.
+            "connect_args": {
+                "connect_timeout": self.DB_CONNECT_TIMEOUT,
+                "application_name": "wafaa",
+                "prepare_threshold": None,
+            },
         }
         self.SQLALCHEMY_TRACK_MODIFICATIONS = False
         # The schema owner's credentials: migrations and operators' cross-tenant
@@ -233,8 +242,10 @@ class Config:
         self.RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
         for name, default in self.DEFAULT_RATE_LIMITS.items():
             setattr(self, name, env_rate_limit(name, default))
-        self.LOGIN_LOCKOUT_THRESHOLD = env_int("LOGIN_LOCKOUT_THRESHOLD", 10, minimum=1)
-        self.LOGIN_LOCKOUT_WINDOW_MINUTES = env_int("LOGIN_LOCKOUT_WINDOW_MINUTES", 15, minimum=1)
+        # The same bounds are enforced by the login function itself (wafaa/sql/login.sql),
+        # so SQL run as the service's role cannot log in outside them.
+        self.LOGIN_LOCKOUT_THRESHOLD = env_int("LOGIN_LOCKOUT_THRESHOLD", 10, minimum=1, maximum=100)
+        self.LOGIN_LOCKOUT_WINDOW_MINUTES = env_int("LOGIN_LOCKOUT_WINDOW_MINUTES", 15, minimum=1, maximum=24 * 60)
         # Every failed login answers this long after its password check, so that
         # an unknown email (nothing to write) and a known one (an audit row) take
         # the same time.

@@ -81,9 +81,7 @@ def migrated(database_url: str) -> str:
     app = create_app(TestConfig)
     with app.app_context():
         upgrade()
-        from wafaa.extensions import db
-
-        db.engine.dispose()
+    dispose(app)  # the owner's engine too
     return database_url
 
 

@@ -48,8 +48,11 @@ def test_the_command_prints_both_urls_for_a_shell(superuser_url, capsys):
 def test_production_refuses_to_start_as_a_superuser_or_the_owner(superuser_url, migrated, who):
     url = superuser_url if who == "superuser" else with_user(superuser_url, DEFAULT_OWNER)
     server = GunicornServer(workers=1, threads=1, env={**PRODUCTION, "DATABASE_URL": url})
-    with pytest.raises(RuntimeError, match="gunicorn exited early") as failure:
-        server.start()
+    try:
+        with pytest.raises(RuntimeError, match="gunicorn exited early") as failure:
+            server.start()
+    finally:
+        server.__exit__(None, None, None)  # closes and removes its log
     refusal = [line for line in str(failure.value).splitlines() if line.startswith("refusing to start")]
     assert len(refusal) == 1
     assert "docs/isolation.md" in refusal[0] and ("superuser" in refusal[0] or "owns" in refusal[0])

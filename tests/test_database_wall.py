@@ -371,3 +371,103 @@ def test_other_backends_sql_never_shows_a_session_id(attacker, worlds, session_o
 def test_an_api_login_still_works_after_all_this(api, worlds):
     a, _ = worlds
     assert api.login(a.owner, PASSWORD)["token_type"] == "Bearer"
+
+
+# --- found by an attack review: the login functions, the pool, built-ins ----------------
+
+LOGIN = (
+    "SELECT outcome, tenant_id, admin_id FROM wafaa_login(%s, %s, NULL, %s, %s::interval, gen_random_uuid(),"
+    " 'jti', %s::interval, %s, 'test', %s::jsonb)"
+)
+
+
+@pytest.mark.parametrize(
+    "threshold, window, lifetime, ip, details",
+    [
+        pytest.param(2_147_483_647, "15 minutes", "7 days", None, "{}", id="lockout-off"),
+        pytest.param(10, "1 microsecond", "7 days", None, "{}", id="window-gone"),
+        pytest.param(10, "15 minutes", "100 years", None, "{}", id="endless-session"),
+        pytest.param(10, "15 minutes", "7 days", "6.6.6.6; DROP", "{}", id="forged-address"),
+        pytest.param(10, "15 minutes", "7 days", None, '{"note": "forged by tenant A"}', id="forged-details"),
+        pytest.param(10, "15 minutes", "7 days", None, '{"request_id": {"x": 1}}', id="nested-details"),
+    ],
+)
+def test_the_login_function_refuses_a_policy_outside_the_services_bounds(
+    attacker, worlds, raw_db, threshold, window, lifetime, ip, details
+):
+    _, b = worlds
+    with pytest.raises(errors.InvalidParameterValue):
+        attacker.conn.execute(LOGIN, (b.owner.email, None, threshold, window, lifetime, ip, details))
+    failures = "SELECT count(*) FROM audit_logs WHERE tenant_id = %s AND action LIKE 'auth.%%'"
+    assert raw_db.execute(failures, (b.tenant.id,)).fetchone() == (0,)
+
+
+def test_the_login_function_tells_nothing_of_a_refused_account(attacker, worlds):
+    _, b = worlds
+    known = attacker.conn.execute(LOGIN, (b.owner.email, None, 10, "15 minutes", "7 days", None, "{}")).fetchone()
+    ghost = attacker.conn.execute(
+        LOGIN, ("ghost@nowhere.test", None, 10, "15 minutes", "7 days", None, "{}")
+    ).fetchone()
+    assert known == ghost == ("refused", None, None)
+    # Nor does the salt's cost: asked with two costs, an unknown email answers
+    # with the same (a stored hash's), like a known one.
+    salts = [
+        attacker.conn.execute("SELECT wafaa_login_salt(%s, %s)", (email, rounds)).fetchone()[0][:7]
+        for email in (b.owner.email, "ghost@nowhere.test")
+        for rounds in (4, 12)
+    ]
+    assert len(set(salts)) == 1
+
+
+def test_a_deactivated_admins_session_binds_nothing(attacker, worlds, session_of, raw_db):
+    _, b = worlds
+    tenant_b, session_b, admin_b = session_of(b.owner)
+    raw_db.execute("UPDATE tenant_admins SET is_active = false WHERE id = %s", (admin_b,))
+    with attacker.conn.transaction():
+        bound = attacker.conn.execute("SELECT wafaa_bind_session(%s, %s, %s)", (tenant_b, session_b, admin_b))
+        assert bound.fetchone()[0] is False
+
+
+def test_audit_rows_cannot_be_dated_by_the_service(attacker):
+    attacker.refused(
+        "INSERT INTO audit_logs (tenant_id, action, resource_type, created_at)"
+        " SELECT id, 'auth.login_failed', 'admin', 'infinity' FROM tenants"
+    )
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()",
+        "SELECT pg_cancel_backend(pg_backend_pid())",
+        "SELECT lo_from_bytea(0, 'stash')",
+        "SELECT lo_create(0)",
+        "SELECT pg_notify('stash', 'x')",
+    ],
+)
+def test_built_ins_that_reach_other_requests_are_not_the_services(attacker, statement):
+    attacker.refused(statement)
+
+
+def test_the_apps_pooled_connections_hold_no_prepared_statements(app, api, worlds):
+    """A server-side prepared statement outlives its transaction on a pooled
+    connection: SQL injected into one request could replace it and run inside the
+    next tenant's request. The service never prepares."""
+    from wafaa.extensions import db
+
+    a, _ = worlds
+    token = api.login(a.owner)["access_token"]
+    for _ in range(12):  # psycopg's default would prepare after 5
+        assert api.get("/api/v1/tenants/me", token=token).status_code == 200
+        assert api.get("/api/v1/tenants/me/admins", token=token).status_code == 200
+    with app.app_context():
+        connections = [db.engine.raw_connection() for _ in range(db.engine.pool.checkedin())]
+        try:
+            for connection in connections:
+                cursor = connection.cursor()
+                cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+                assert cursor.fetchone() == (0,)
+                cursor.close()
+        finally:
+            for connection in connections:
+                connection.close()

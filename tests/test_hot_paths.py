@@ -117,7 +117,7 @@ def test_the_login_function_decides_every_outcome_as_the_account_is_now(factory,
     admin = factory.world().owner
     stored = raw_db.execute("SELECT password_hash FROM tenant_admins WHERE id = %s", (admin.id,)).fetchone()[0]
     ghost = type(admin)(admin.id, admin.tenant_id, "nobody@example.com", "owner")
-    assert _login(raw_db, ghost, stored) == ("unknown", 0)
+    assert _login(raw_db, ghost, stored) == ("refused", 0)
     assert _login(raw_db, admin, "$2b$04$" + "x" * 53) == ("refused", 0)
     assert _last_failure(raw_db, admin) == "bad_password"
     assert _login(raw_db, admin, None) == ("refused", 0)

@@ -30,6 +30,18 @@ from sqlalchemy.engine import URL, make_url
 DEFAULT_OWNER = "wafaa_owner"
 DEFAULT_SERVICE = "wafaa_service"
 DEFAULT_APP_ROLE = "wafaa_app"
+PUBLIC_FUNCTIONS_REVOKED = (
+    "pg_catalog.pg_terminate_backend(integer, bigint)",
+    "pg_catalog.pg_cancel_backend(integer)",
+    "pg_catalog.lo_create(oid)",
+    "pg_catalog.lo_creat(integer)",
+    "pg_catalog.lo_from_bytea(oid, bytea)",
+    "pg_catalog.lo_put(oid, bigint, bytea)",
+    "pg_catalog.lo_get(oid)",
+    "pg_catalog.lo_get(oid, bigint, integer)",
+    "pg_catalog.lo_open(oid, integer)",
+    "pg_catalog.pg_notify(text, text)",
+)
 _SAFE = "NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION"
 
 
@@ -143,6 +155,11 @@ def bootstrap(
         conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(ident(database), ident(owner)))
         conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(ident(database), ident(service)))
         conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        # Built-in functions PUBLIC may run that let one request reach the
+        # others: ending their backends, and large objects (a place to stash
+        # data that every backend of the role can read back).
+        for function in PUBLIC_FUNCTIONS_REVOKED:
+            conn.execute(f"REVOKE EXECUTE ON FUNCTION {function} FROM PUBLIC")
         conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(ident(owner)))
     return RoleUrls(service=with_user(superuser_url, service), owner=with_user(superuser_url, owner))
 

@@ -79,6 +79,7 @@ ADMIN_READABLE = (
     "created_at",
     "updated_at",
 )
+AUDIT_INSERTABLE = ("id", "tenant_id", "user_id", "action", "resource_type", "resource_id", "details", "ip_address")
 SESSION_UPDATABLE = (
     "refresh_jti",
     "previous_refresh_jti",
@@ -131,7 +132,9 @@ def upgrade() -> None:
         update=("full_name", "role", "is_active"),
     )
     make_tenant_owned("auth_sessions", select=ALL, update=SESSION_UPDATABLE)
-    make_tenant_owned("audit_logs", select=ALL, insert=ALL)
+    # created_at is the server's clock: a row dated in the future would count
+    # as a recent failed login for ever.
+    make_tenant_owned("audit_logs", select=ALL, insert=AUDIT_INSERTABLE)
 
     op.execute(
         """

@@ -30,18 +30,24 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_salt text;
+    v_cost text;
 BEGIN
     IF p_email IS NULL OR length(p_email) > 255 OR p_rounds IS NULL OR p_rounds NOT BETWEEN 4 AND 31 THEN
         RAISE EXCEPTION 'wafaa_login_salt: invalid arguments' USING ERRCODE = '22023';
     END IF;
     PERFORM set_config('app.system', 'on', true);  -- the owner's policy, for this query
     SELECT left(a.password_hash, 29) INTO v_salt FROM public.tenant_admins a WHERE a.email = p_email;
-    PERFORM set_config('app.system', '', true);
     IF v_salt IS NOT NULL THEN
+        PERFORM set_config('app.system', '', true);
         RETURN v_salt;
     END IF;
+    -- The cost of a stored hash, not the caller's: asking with two costs must
+    -- not tell an unknown email from a known one. p_rounds only when there is
+    -- no account at all.
+    SELECT substr(a.password_hash, 5, 2) INTO v_cost FROM public.tenant_admins a LIMIT 1;
+    PERFORM set_config('app.system', '', true);
     -- bcrypt's base64 is the standard one with another alphabet.
-    RETURN '$2b$' || lpad(p_rounds::text, 2, '0') || '$' || translate(
+    RETURN '$2b$' || coalesce(v_cost, lpad(p_rounds::text, 2, '0')) || '$' || translate(
         left(encode(substr(wafaa_private.mac('salt/' || p_email), 1, 16), 'base64'), 22),
         'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/',
         './ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789');
@@ -49,10 +55,11 @@ END
 $$;
 
 -- A login attempt. p_candidate_hash is the presented password hashed with the
--- account's salt (NULL for a password bcrypt cannot take). Outcomes:
--- 'started' (the session and its auth.login row are written), 'refused' (an
--- auth.login_failed row, and auth.account_locked when this failure locks), and
--- 'unknown' (no such email: nothing is written). The account's row is locked
+-- account's salt (NULL for a password bcrypt cannot take). Outcomes: 'started'
+-- (the session and its auth.login row are written; the ids come back) or
+-- 'refused', and nothing else, whatever the reason: an unknown email (nothing
+-- is written) looks like a known one (an auth.login_failed row, and
+-- auth.account_locked when this failure locks). The account's row is locked
 -- first, so concurrent attempts on one account take turns and each sees those
 -- before it. p_new_hash, when given, replaces the stored hash on success (a hash
 -- cheaper than today's cost, upgraded while the password is at hand).
@@ -75,9 +82,19 @@ DECLARE
     v_reason text;
     v_details jsonb := coalesce(p_details, '{}'::jsonb);
 BEGIN
-    IF p_email IS NULL OR p_threshold IS NULL OR p_threshold < 1 OR p_window IS NULL OR p_window <= interval '0'
+    -- The policy comes from the service's configuration, but only within these
+    -- bounds (config.py enforces the same): SQL run as the service's role cannot
+    -- switch the lockout off or make a session outlive what any configuration
+    -- allows. The details are the request id only, the address an address.
+    IF p_email IS NULL OR p_threshold IS NULL OR p_threshold NOT BETWEEN 1 AND 100
+       OR p_window IS NULL OR p_window NOT BETWEEN interval '1 minute' AND interval '1 day'
        OR p_session IS NULL OR p_refresh_jti IS NULL OR length(p_refresh_jti) NOT BETWEEN 1 AND 64
-       OR p_lifetime IS NULL OR p_lifetime <= interval '0' OR jsonb_typeof(v_details) <> 'object'
+       OR p_lifetime IS NULL OR p_lifetime NOT BETWEEN interval '1 minute' AND interval '90 days'
+       OR jsonb_typeof(v_details) <> 'object'
+       OR EXISTS (SELECT FROM jsonb_each(v_details) d
+                  WHERE d.key NOT IN ('request_id', 'via') OR jsonb_typeof(d.value) <> 'string'
+                     OR length(d.value #>> '{}') > 64)
+       OR (p_ip IS NOT NULL AND (length(p_ip) > 45 OR p_ip !~ '^[0-9A-Fa-f.:]+$'))
        OR (p_new_hash IS NOT NULL AND p_new_hash !~ '^\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}$') THEN
         RAISE EXCEPTION 'wafaa_login: invalid arguments' USING ERRCODE = '22023';
     END IF;
@@ -90,7 +107,7 @@ BEGIN
     FOR UPDATE OF a;
     IF NOT FOUND THEN
         PERFORM set_config('app.system', '', true);
-        RETURN QUERY SELECT 'unknown'::text, NULL::uuid, NULL::uuid, NULL::timestamptz;
+        RETURN QUERY SELECT 'refused'::text, NULL::uuid, NULL::uuid, NULL::timestamptz;
         RETURN;
     END IF;
 
@@ -116,7 +133,7 @@ BEGIN
                     p_ip);
         END IF;
         PERFORM set_config('app.system', '', true);
-        RETURN QUERY SELECT 'refused'::text, v_tenant, v_admin, NULL::timestamptz;
+        RETURN QUERY SELECT 'refused'::text, NULL::uuid, NULL::uuid, NULL::timestamptz;
         RETURN;
     END IF;
 

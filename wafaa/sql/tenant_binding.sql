@@ -75,7 +75,8 @@ END
 $$;
 
 -- A request's transaction: bound to its token's tenant only while the token's
--- session is live. Takes the session id, which only the token's holder and that
+-- session is live and its admin and tenant are active (what the identity
+-- function requires too). Takes the session id, which only the token's holder and that
 -- tenant's own rows know, so it is passed as a bind parameter, never as SQL text
 -- (pg_stat_activity shows other backends' SQL text to the same role).
 CREATE OR REPLACE FUNCTION wafaa_bind_session(p_tenant uuid, p_session uuid, p_admin uuid) RETURNS boolean
@@ -91,8 +92,10 @@ BEGIN
     -- The owner reads through its own policy, for this one statement.
     PERFORM set_config('app.system', 'on', true);
     PERFORM FROM public.auth_sessions s
+    JOIN public.tenant_admins a ON a.tenant_id = s.tenant_id AND a.id = s.admin_id
+    JOIN public.tenants t ON t.id = s.tenant_id
     WHERE s.tenant_id = p_tenant AND s.id = p_session AND s.admin_id = p_admin
-      AND s.revoked_at IS NULL AND s.expires_at > now();
+      AND s.revoked_at IS NULL AND s.expires_at > now() AND a.is_active AND t.is_active;
     v_live := FOUND;
     PERFORM set_config('app.system', '', true);
     IF v_live THEN
