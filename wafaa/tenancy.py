@@ -54,9 +54,6 @@ from wafaa.models.tenant import Tenant
 
 log = logging.getLogger("wafaa.tenancy")
 
-# PostgreSQL custom settings read by the row-level security policies.
-TENANT_SETTING = "app.tenant_id"
-
 
 class TenantScopeError(RuntimeError):
     """Tenant-scoped data was touched outside a matching tenant context (a bug)."""
