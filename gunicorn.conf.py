@@ -79,13 +79,8 @@ def post_worker_init(worker) -> None:
     # lock), leaving the master to kill it after graceful_timeout. Workers leave
     # SIGINT to the master.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Compute bcrypt's dummy hash before the first request, so that the first
-    # unknown-email login of each worker is not slower than the others.
-    from wafaa.passwords import warm_up
     from wsgi import app
 
-    with app.app_context():
-        warm_up()
     if app.config["ENV_NAME"] == "production" and worker.cfg.workers > 1:
         if app.config["RATELIMIT_STORAGE_URI"].startswith("memory://"):
             worker.log.warning(

@@ -255,9 +255,8 @@ def _needs_owner(command: click.Command) -> click.Command:
     return command
 
 
-for _command in (seed_command, *tenants_group.commands.values(), *admins_group.commands.values()):
+for _command in (seed_command, *(c for g in (tenants_group, admins_group, tokens_group) for c in g.commands.values())):
     _needs_owner(_command)
-_needs_owner(purge_tokens_command)
 
 
 def init_app(app: Flask) -> None:

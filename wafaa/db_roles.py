@@ -13,7 +13,7 @@ service runs as the right one.
 `prepare(url)` is what `make run`, `make test` and `make bench` call with whatever
 URL they were given: a superuser URL gets the roles created (idempotently) and the
 two URLs derived from it; any other URL is taken as already set up by a DBA
-(docs/database-roles.md has the SQL).
+(docs/isolation.md has the SQL).
 """
 
 from __future__ import annotations
@@ -148,9 +148,8 @@ def bootstrap(
                 """
             ).format(owner=sql.Literal(owner))
         )
-    # Database-level privileges, in the database itself: nobody but the owner may
-    # create anything there, temporary objects included.
-    with psycopg.connect(libpq(superuser_url), autocommit=True) as conn:
+        # Database-level privileges: nobody but the owner may create anything
+        # there, temporary objects included.
         conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(ident(database)))
         conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(ident(database), ident(owner)))
         conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(ident(database), ident(service)))

@@ -7,8 +7,6 @@ emails have accounts.
 
 from __future__ import annotations
 
-import functools
-
 import bcrypt
 from flask import current_app
 
@@ -59,33 +57,24 @@ def rehash(password: str) -> str:
 DUMMY_PASSWORD = b"wafaa-dummy-password"
 
 
-@functools.cache
-def _dummy_salt(rounds: int) -> bytes:
-    return bcrypt.gensalt(rounds)
-
-
-def warm_up() -> None:
-    """Nothing is cached lazily on the login path any more but the dummy salt."""
-    _dummy_salt(_rounds())
-
-
 def hash_with_salt(password: str, salt: str) -> str | None:
     """The presented password hashed with an account's salt (wafaa_login_salt), for
     the database to compare with the stored hash: the one bcrypt check of a login.
 
-    A password bcrypt cannot take (over 72 bytes, a NUL) or a stored hash that is
-    not bcrypt costs the same check on a dummy, and gives None: no match.
+    A password bcrypt cannot take (over 72 bytes, a NUL) costs the same check, on
+    a dummy with the same salt, and gives None: no match. So does a stored hash
+    that is not bcrypt, checked at today's cost.
     """
     # surrogatepass: a lone surrogate cannot match any stored password, but must
     # cost the same bcrypt check as any other wrong password, not an exception.
     candidate = password.encode("utf-8", "surrogatepass")
-    if len(candidate) <= MAX_PASSWORD_BYTES and b"\x00" not in candidate:
-        try:
-            return bcrypt.hashpw(candidate, salt.encode("ascii")).decode("ascii")
-        except ValueError:
-            pass
-    bcrypt.hashpw(DUMMY_PASSWORD, _dummy_salt(_rounds()))
-    return None
+    usable = len(candidate) <= MAX_PASSWORD_BYTES and b"\x00" not in candidate
+    try:
+        hashed = bcrypt.hashpw(candidate if usable else DUMMY_PASSWORD, salt.encode("ascii"))
+    except ValueError:  # not a bcrypt salt (UnicodeEncodeError is one too)
+        bcrypt.hashpw(DUMMY_PASSWORD, bcrypt.gensalt(_rounds()))
+        return None
+    return hashed.decode("ascii") if usable else None
 
 
 def salt_rounds(salt: str) -> int:

@@ -232,7 +232,7 @@ def _authenticate_access_token() -> None:
         raise RevokedTokenError(jwt_header, claims)
     # What verify_jwt_in_request would have left in `g`, so that the library's
     # documented API (get_jwt, get_jwt_identity, get_jwt_header) works on this
-    # path too (tests/test_token_validation.py checks it against the library).
+    # path too (tests/test_unit_of_work.py checks it on a repeated token).
     g._jwt_extended_jwt = dict(claims)
     g._jwt_extended_jwt_header = dict(jwt_header)
     g._jwt_extended_jwt_user = {"loaded_user": None}
