@@ -8,9 +8,14 @@ an insecure deployment from starting at all.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import json
+import math
 import os
 import re
+import secrets
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,6 +23,21 @@ from dotenv import dotenv_values, load_dotenv
 from limits import parse_many
 
 BASE_DIR = Path(__file__).resolve().parent
+# The source tree whose text no secret may appear in (not moved by the tests, which
+# point BASE_DIR at an empty directory).
+REPOSITORY_DIR = BASE_DIR
+# Values that were once written in the repository as defaults: a key that has
+# been public is public for ever, whatever the files say today.
+PUBLISHED_VALUES = frozenset(
+    {
+        "dev-only-secret-do-not-use-in-production-0123456789",
+        "dev-only-jwt-secret-do-not-use-in-production-0123",
+        "test-only-secret-0123456789abcdef0123456789",
+        "wafaa-demo-password",
+    }
+)
+# What the development config's demo admins use unless SEED_ADMIN_PASSWORD is set.
+DEMO_PASSWORD = "wafaa-demo-password"
 # The flask-sqlalchemy bind of the schema owner's engine (MIGRATION_DATABASE_URL).
 OWNER_BIND = "owner"
 
@@ -101,6 +121,37 @@ def env_origins(name: str, default: list[str]) -> list[str]:
     return origins
 
 
+def env_hosts(name: str) -> list[str] | None:
+    value = env_str(name)
+    if value is None:
+        return None
+    try:
+        hosts = json.loads(value)
+    except json.JSONDecodeError:
+        hosts = None
+    if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) and h for h in hosts):
+        raise ConfigError(f'{name} must be a JSON list of host names such as ["api.example.com", ".example.com"]')
+    return hosts
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity), at least one."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    return env_int("GUNICORN_THREADS", 4, minimum=1)
+
+
+def default_hash_slots() -> int:
+    """A core's worth of bcrypt per core, shared among the worker processes."""
+    workers = env_int("WEB_CONCURRENCY", usable_cpus(), minimum=1)
+    return max(1, usable_cpus() // workers)
+
+
 def database_url(url: str, name: str = "DATABASE_URL") -> str:
     """Accept the usual `postgresql://` form and use psycopg 3 for it."""
     for prefix in ("postgresql://", "postgres://"):
@@ -111,19 +162,102 @@ def database_url(url: str, name: str = "DATABASE_URL") -> str:
     raise ConfigError(f"{name} must be a PostgreSQL URL (postgresql://user:password@host:port/dbname)")
 
 
+# Text files of the source tree a secret could have been copied from.
+_SOURCE_SUFFIXES = frozenset({".py", ".md", ".sh", ".example", ".ini", ".toml", ".cfg", ".txt", ".json", ".yml"})
+_SKIPPED_DIRS = frozenset({"instance", "node_modules", "htmlcov", "__pycache__"})
+
+
+@functools.cache
+def _repository_text() -> str:
+    """Every text file of the source tree, once per process (about a megabyte)."""
+    chunks = []
+    for directory, dirs, files in os.walk(REPOSITORY_DIR):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS]
+        for name in files:
+            path = Path(directory, name)
+            if path.suffix in _SOURCE_SUFFIXES or name in {"Makefile", ".env.example"}:
+                chunks.append(path.read_text(errors="ignore"))
+    return "\n".join(chunks)
+
+
+def is_published(value: str) -> bool:
+    """Whether `value` is written anywhere in the source tree, or ever was as a
+    default: anyone with the code has it."""
+    return value in PUBLISHED_VALUES or value in _repository_text()
+
+
+def weak_secret_problem(value: str) -> str | None:
+    """Why `value` is too guessable to sign with, or None. A heuristic: a random key
+    (secrets.token_urlsafe(48), or 32 hex digits) passes; one character repeated,
+    a short pattern repeated or a few distinct characters do not."""
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"must be at least {MIN_SECRET_LENGTH} characters long"
+    counts = Counter(value)
+    bits = -sum(n * math.log2(n / len(value)) for n in counts.values())
+    periodic = (value + value).find(value, 1) < len(value)
+    if periodic or len(counts) < 8 or bits < 96:
+        return "is not random enough (generate one: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+    return None
+
+
+def development_secrets(directory: Path) -> dict[str, str]:
+    """Random keys for development, made on first use and kept in
+    instance/secrets.json (mode 0600), so tokens outlive a restart and no key of
+    any installation is ever in the repository."""
+    path = directory / "secrets.json"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        keys = {name: secrets.token_urlsafe(48) for name in ("SECRET_KEY", "JWT_SECRET_KEY")}
+        # Written aside and linked into place: two processes starting at once
+        # agree on one file, and nobody reads a half-written one.
+        temporary = directory / f".secrets.{os.getpid()}.{secrets.token_hex(4)}"
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            json.dump(keys, file)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink()
+    if path.stat().st_mode & 0o077:
+        raise ConfigError(f"{path} must be readable by its owner only: chmod 600 {path}")
+    try:
+        keys = json.loads(path.read_text())
+        return {name: str(keys[name]) for name in ("SECRET_KEY", "JWT_SECRET_KEY")}
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(
+            f"{path} is damaged: delete it and a new one is made (existing tokens stop working)"
+        ) from None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address only takes connections from this machine."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name that resolves elsewhere, or 0.0.0.0-style wildcards spelled oddly
+
+
 class Config:
     """Settings shared by every environment. Instantiate to read the environment."""
 
     ENV_NAME = "base"
     LOAD_DOTENV = True
-    # Development-only fallbacks; ProductionConfig sets these to None so that a
-    # missing value is an error there, never a silent default.
-    DEFAULT_SECRET: str | None = None
+    # The demo admins' password when SEED_ADMIN_PASSWORD is unset: development and
+    # tests only; production has none.
     DEFAULT_SEED_PASSWORD: str | None = None
     DEFAULT_BCRYPT_ROUNDS = 12
     DEFAULT_FAILURE_SETTLE_MS = 50
     DATABASE_URL_VARIABLE = "DATABASE_URL"
     MIGRATION_DATABASE_URL_VARIABLE = "MIGRATION_DATABASE_URL"
+    DEFAULT_LOGIN_FAILURES_LIMIT = "300/minute"
+    # None: from the CPUs and gunicorn's settings (default_hash_slots, threads).
+    DEFAULT_HASH_SLOTS: int | None = None
+    DEFAULT_LOGIN_CONCURRENCY: int | None = None
     DEFAULT_RATE_LIMITS = {
         "RATELIMIT_LOGIN_PER_IP": "20/minute;200/hour",
         "RATELIMIT_LOGIN_PER_ACCOUNT": "10/minute;50/hour",
@@ -145,8 +279,11 @@ class Config:
         if self.LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.LOG_LEVEL!r}")
 
-        self.SECRET_KEY = env_str("SECRET_KEY", self.DEFAULT_SECRET)
-        self.JWT_SECRET_KEY = env_str("JWT_SECRET_KEY", self.DEFAULT_SECRET)
+        keys = {name: env_str(name) for name in ("SECRET_KEY", "JWT_SECRET_KEY")}
+        if not all(keys.values()):
+            keys = {**self.default_secrets(), **{name: value for name, value in keys.items() if value}}
+        self.SECRET_KEY = keys.get("SECRET_KEY")
+        self.JWT_SECRET_KEY = keys.get("JWT_SECRET_KEY")
         self.JWT_ALGORITHM = env_str("JWT_ALGORITHM", "HS256")
         if self.JWT_ALGORITHM not in JWT_ALGORITHMS:
             raise ConfigError(f"JWT_ALGORITHM must be one of {', '.join(JWT_ALGORITHMS)}, got {self.JWT_ALGORITHM!r}")
@@ -235,23 +372,64 @@ class Config:
             }
 
         self.CORS_ORIGINS = env_origins("CORS_ORIGINS", [])
+        # Host names the service answers to (Flask checks request.host against
+        # them; anything else is a 400). Unset: any host, as no URL the service
+        # builds ever uses the Host header (no redirects, relative Location).
+        self.TRUSTED_HOSTS = env_hosts("TRUSTED_HOSTS")
         self.TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=5)
         self.MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1024)
 
         self.RATELIMIT_STORAGE_URI = env_str("RATELIMIT_STORAGE_URI", "memory://")
+        # Per-address keys (rate limits, login throttling) take an IPv6 address's
+        # network of this length: one host usually holds a whole /64.
+        self.RATELIMIT_IPV6_PREFIX = env_int("RATELIMIT_IPV6_PREFIX", 64, minimum=32, maximum=128)
         self.RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
         for name, default in self.DEFAULT_RATE_LIMITS.items():
             setattr(self, name, env_rate_limit(name, default))
-        # The same bounds are enforced by the login function itself (wafaa/sql/login.sql),
-        # so SQL run as the service's role cannot log in outside them.
+        # Failed logins over the whole service (every account, every address), after
+        # which logins are refused with 429 until the window moves on: a flood of
+        # guesses from many addresses has a ceiling.
+        self.RATELIMIT_LOGIN_FAILURES = env_rate_limit("RATELIMIT_LOGIN_FAILURES", self.DEFAULT_LOGIN_FAILURES_LIMIT)
+        # Login throttling, per account and source address (wafaa/sql/login.sql):
+        # after LOGIN_LOCKOUT_THRESHOLD failures from one source within the window,
+        # that source waits LOGIN_THROTTLE_BASE_SECONDS before its next attempt is
+        # even checked, twice as long after each further failure (capped at the
+        # window). Other sources, the account's owner among them, are not slowed.
+        # The same bounds are enforced by the login function itself, so SQL run
+        # as the service's role cannot log in outside them.
         self.LOGIN_LOCKOUT_THRESHOLD = env_int("LOGIN_LOCKOUT_THRESHOLD", 10, minimum=1, maximum=100)
         self.LOGIN_LOCKOUT_WINDOW_MINUTES = env_int("LOGIN_LOCKOUT_WINDOW_MINUTES", 15, minimum=1, maximum=24 * 60)
+        self.LOGIN_THROTTLE_BASE_SECONDS = env_int("LOGIN_THROTTLE_BASE_SECONDS", 1, minimum=1, maximum=60)
+        # Password hashing (bcrypt) per worker process: this many at once, the
+        # others wait at most PASSWORD_HASH_WAIT_MS; at most LOGIN_CONCURRENCY
+        # logins (hashing or waiting) at once, so the rest of the API always has
+        # threads. A login that cannot start is answered 503 with Retry-After.
+        self.PASSWORD_HASH_CONCURRENCY = env_int(
+            "PASSWORD_HASH_CONCURRENCY", self.DEFAULT_HASH_SLOTS or default_hash_slots(), minimum=1
+        )
+        self.LOGIN_CONCURRENCY = env_int(
+            "LOGIN_CONCURRENCY",
+            self.DEFAULT_LOGIN_CONCURRENCY or max(self.PASSWORD_HASH_CONCURRENCY, default_threads() // 2),
+            minimum=1,
+        )
+        if self.LOGIN_CONCURRENCY < self.PASSWORD_HASH_CONCURRENCY:
+            raise ConfigError("LOGIN_CONCURRENCY must be at least PASSWORD_HASH_CONCURRENCY")
+        self.PASSWORD_HASH_WAIT_MS = env_int("PASSWORD_HASH_WAIT_MS", 2000, minimum=0, maximum=30_000)
         # Every failed login answers this long after its password check, so that
         # an unknown email (nothing to write) and a known one (an audit row) take
         # the same time.
         self.LOGIN_FAILURE_SETTLE_MS = env_int(
             "LOGIN_FAILURE_SETTLE_MS", self.DEFAULT_FAILURE_SETTLE_MS, minimum=0, maximum=1000
         )
+
+        # Admin creations refused because the email is in use (here or in another
+        # tenant) per tenant and hour; then 429. Emails are unique across tenants,
+        # so each refusal tells that an address exists somewhere: few are allowed.
+        self.ADMIN_EMAIL_CONFLICTS_PER_HOUR = env_int("ADMIN_EMAIL_CONFLICTS_PER_HOUR", 5, minimum=1, maximum=1000)
+        # The audit log: rows older than this are removed by `flask audit purge`;
+        # a row's details are cut (and marked) beyond this size.
+        self.AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 365, minimum=1)
+        self.AUDIT_DETAILS_MAX_BYTES = env_int("AUDIT_DETAILS_MAX_BYTES", 4096, minimum=512, maximum=65536)
 
         # flask-smorest / OpenAPI. Swagger UI's assets are served by the app
         # itself (see wafaa/docs.py), so /docs works with no internet access.
@@ -268,18 +446,33 @@ class Config:
 
         self.validate()
 
+    def default_secrets(self) -> dict[str, str]:
+        """Keys to sign with when the environment gives none: none by default."""
+        return {}
+
     def validate(self) -> None:
         for name in ("SECRET_KEY", "JWT_SECRET_KEY"):
             if not getattr(self, name):
                 raise ConfigError(f"{name} is not set")
+            # In every configuration: a key anyone with the code has signs
+            # anyone's tokens.
+            if is_published(getattr(self, name)):
+                raise ConfigError(f"{name} is a value written in the repository: generate a new one")
         if not self.SQLALCHEMY_DATABASE_URI:
             raise ConfigError(f"{self.DATABASE_URL_VARIABLE} is not set")
 
 
 class DevelopmentConfig(Config):
     ENV_NAME = "development"
-    DEFAULT_SECRET = "dev-only-secret-do-not-use-in-production-0123456789"
-    DEFAULT_SEED_PASSWORD = "wafaa-demo-password"
+    DEFAULT_SEED_PASSWORD = DEMO_PASSWORD
+
+    def default_secrets(self) -> dict[str, str]:
+        return development_secrets(BASE_DIR / "instance")
+
+
+# One pair of random keys per test process; gunicorn servers started by the tests
+# get theirs through the environment (tests/conftest.py).
+_TEST_SECRETS = {name: secrets.token_urlsafe(48) for name in ("SECRET_KEY", "JWT_SECRET_KEY")}
 
 
 class TestConfig(Config):
@@ -287,8 +480,7 @@ class TestConfig(Config):
     ENV_NAME = "testing"
     # Tests never read a developer's .env: they must behave the same everywhere.
     LOAD_DOTENV = False
-    DEFAULT_SECRET = "test-only-secret-0123456789abcdef0123456789"
-    DEFAULT_SEED_PASSWORD = "wafaa-demo-password"
+    DEFAULT_SEED_PASSWORD = DEMO_PASSWORD
     # Fast hashes keep the suite quick; production refuses anything below 12.
     DEFAULT_BCRYPT_ROUNDS = 4
     DEFAULT_FAILURE_SETTLE_MS = 5
@@ -298,10 +490,18 @@ class TestConfig(Config):
     # The suite logs in hundreds of times from 127.0.0.1; the rate-limit tests set
     # their own, low limits.
     DEFAULT_RATE_LIMITS = dict.fromkeys(Config.DEFAULT_RATE_LIMITS, "100000/minute")
+    DEFAULT_LOGIN_FAILURES_LIMIT = "100000/minute"
+    # Tests log in from many threads of one process at once (at cost 4); the
+    # tests of the login gate set their own, low bounds.
+    DEFAULT_HASH_SLOTS = 8
+    DEFAULT_LOGIN_CONCURRENCY = 64
 
     def __init__(self) -> None:
         super().__init__()
         self.TESTING = True
+
+    def default_secrets(self) -> dict[str, str]:
+        return dict(_TEST_SECRETS)
 
 
 class ProductionConfig(Config):
@@ -310,8 +510,11 @@ class ProductionConfig(Config):
     def validate(self) -> None:
         super().validate()
         for name in ("SECRET_KEY", "JWT_SECRET_KEY"):
-            if len(getattr(self, name)) < MIN_SECRET_LENGTH:
-                raise ConfigError(f"{name} must be at least {MIN_SECRET_LENGTH} characters long")
+            problem = weak_secret_problem(getattr(self, name))
+            if problem:
+                raise ConfigError(f"{name} {problem}")
+        if self.SEED_ADMIN_PASSWORD and is_published(self.SEED_ADMIN_PASSWORD):
+            raise ConfigError("SEED_ADMIN_PASSWORD is a value written in the repository (the demo password?)")
         if self.SECRET_KEY == self.JWT_SECRET_KEY:
             raise ConfigError("JWT_SECRET_KEY must differ from SECRET_KEY")
         if self.DEBUG:

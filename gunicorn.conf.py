@@ -20,6 +20,14 @@ def _int(name: str, default: int) -> int:
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 
+# gunicorn's control socket defaults to one path per user, so that several
+# instances on one host would share (and fight over) it. Off, unless a path of
+# this instance's own is given.
+_control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET")
+control_socket_disable = not _control_socket
+if _control_socket:
+    control_socket = _control_socket
+
 # One process per core: the work is CPU-bound Python (and bcrypt, which releases
 # the GIL). Threads inside each worker overlap the waits on PostgreSQL and let a
 # worker use a second core during bcrypt. Keep DB_POOL_SIZE >= threads.
@@ -59,17 +67,25 @@ errorlog = "-"
 
 
 def on_starting(server) -> None:
-    # Production never serves as a superuser, a BYPASSRLS role or an owner of the
-    # schema: row-level security would not bind it. One line, and no start.
+    # Unsafe deployments do not start: one line each, and exit 1. Production never
+    # serves as a superuser, a BYPASSRLS role or an owner of the schema (row-level
+    # security would not bind it), nor counts rate limits per worker; development
+    # never exposes the demo password beyond this machine (wafaa.startup_checks).
     from config import ProductionConfig, config_class_from_env
     from wafaa.db_roles import startup_problem
+    from wafaa.startup_checks import serving_problems, serving_warnings
 
     config_class = config_class_from_env()
+    config = config_class()
+    problems = serving_problems(config, list(server.cfg.bind), server.cfg.workers)
     if config_class is ProductionConfig:
-        problem = startup_problem(config_class().SQLALCHEMY_DATABASE_URI)
-        if problem:
-            sys.stderr.write(f"refusing to start: {problem}\n")
-            sys.exit(1)
+        problems += [p for p in [startup_problem(config.SQLALCHEMY_DATABASE_URI)] if p]
+    for problem in problems:
+        sys.stderr.write(f"refusing to start: {problem}\n")
+    if problems:
+        sys.exit(1)
+    for warning in serving_warnings(config, server.cfg.workers):
+        server.log.warning(warning)
 
 
 def post_worker_init(worker) -> None:
@@ -79,15 +95,6 @@ def post_worker_init(worker) -> None:
     # lock), leaving the master to kill it after graceful_timeout. Workers leave
     # SIGINT to the master.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from wsgi import app
-
-    if app.config["ENV_NAME"] == "production" and worker.cfg.workers > 1:
-        if app.config["RATELIMIT_STORAGE_URI"].startswith("memory://"):
-            worker.log.warning(
-                "RATELIMIT_STORAGE_URI is memory:// with %s workers: each worker counts on its own, "
-                "so every rate limit is multiplied by the number of workers. Use redis://.",
-                worker.cfg.workers,
-            )
 
 
 def when_ready(server) -> None:

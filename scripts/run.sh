@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make run`: migrate, seed and serve with gunicorn on http://$HOST:$PORT.
 # Without DATABASE_URL (in the environment or .env) an embedded PostgreSQL is
-# started, with its data kept under instance/pgdata, and stopped on exit.
+# started, with its data kept under instance/pgdata, and stopped on exit. In
+# development the signing keys are made on first run and kept in
+# instance/secrets.json (mode 0600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -22,6 +24,9 @@ eval "$("$BIN/python" -m wafaa.db_roles "$DATABASE_URL")"
 export DATABASE_URL
 if [ -n "${MIGRATION_DATABASE_URL:-}" ]; then export MIGRATION_DATABASE_URL; fi
 
+# Before anything is seeded: development on a non-loopback address needs a
+# password of your own for the demo admins (wafaa/startup_checks.py).
+"$BIN/python" -m wafaa.startup_checks "${HOST:-127.0.0.1}"
 "$BIN/flask" --app wsgi db upgrade
 "$BIN/flask" --app wsgi seed
 echo "Serving on http://${HOST:-127.0.0.1}:${PORT:-8000} (API docs: /docs). Ctrl-C stops."

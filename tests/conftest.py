@@ -18,6 +18,7 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+import config
 from config import TestConfig
 from tests.support import ApiClient, Factory
 from wafaa.db_roles import bootstrap
@@ -69,6 +70,10 @@ def database_url(superuser_url: str) -> str:
     os.environ["TEST_DATABASE_URL"] = urls.service
     os.environ["TEST_MIGRATION_DATABASE_URL"] = urls.owner
     os.environ["APP_ENV"] = "testing"
+    # This run's random keys (config.TestConfig), for the gunicorn and flask
+    # processes the tests start: their workers must verify each other's tokens.
+    for name, value in config._TEST_SECRETS.items():
+        os.environ.setdefault(name, value)
     return urls.service
 
 

@@ -244,8 +244,10 @@ def test_replay_within_the_grace_window_is_forgiven(app, client, factory, raw_db
     replay = refresh_by_header(client, first["refresh_token"])
     assert replay.status_code == 200, replay.get_json()
     replayed = replay.get_json()
-    # It gets the family's current refresh token, not a new branch.
-    assert decode(app, replayed["refresh_token"])["jti"] == decode(app, second["refresh_token"])["jti"]
+    # It gets an access token, and never the family's live refresh token: a thief
+    # replaying a stolen one inside the window must not walk away with it.
+    assert set(replayed) == {"access_token", "token_type", "expires_in"}
+    assert decode(app, replayed["access_token"])["sid"] == sid
     assert session_row(raw_db, sid)["revoked_at"] is None
     for token in (first["access_token"], second["access_token"], replayed["access_token"]):
         assert client.get(ME, headers=bearer(token)).status_code == 200
@@ -253,6 +255,9 @@ def test_replay_within_the_grace_window_is_forgiven(app, client, factory, raw_db
     with raw_db.cursor() as cur:
         cur.execute("SELECT count(*) FROM audit_logs WHERE action = 'auth.refresh_reuse_detected'")
         assert cur.fetchone()[0] == 0
+        # The replay is on record.
+        cur.execute("SELECT resource_id, user_id FROM audit_logs WHERE action = 'auth.refresh_grace_replay'")
+        assert cur.fetchall() == [(sid, admin.id)]
 
 
 def test_token_two_rotations_old_is_reuse_even_within_the_grace_window(app, client, factory, raw_db):

@@ -10,15 +10,27 @@ developer's environment nor the repository's `.env` can influence the result.
 from __future__ import annotations
 
 import inspect
+import os
 import re
+import secrets
+import stat
 
 import pytest
 
 import config
-from config import ConfigError, DevelopmentConfig, ProductionConfig, TestConfig, config_class_from_env
+from config import (
+    ConfigError,
+    DevelopmentConfig,
+    ProductionConfig,
+    TestConfig,
+    config_class_from_env,
+    weak_secret_problem,
+)
 
-SECRET = "s" * 40
-JWT_SECRET = "j" * 40
+# Random per run: a key written here would be "in the repository", which every
+# configuration refuses.
+SECRET = secrets.token_urlsafe(30)
+JWT_SECRET = secrets.token_urlsafe(30)
 DATABASE = "postgresql://wafaa:pw@db.internal:5432/wafaa"
 
 
@@ -29,6 +41,7 @@ def _variables_config_reads() -> set[str]:
     names = set(re.findall(r'env_\w+\(\s*"([A-Z][A-Z0-9_]*)"', source))
     names |= set(config.Config.DEFAULT_RATE_LIMITS)
     names |= {"DATABASE_URL", "TEST_DATABASE_URL", "MIGRATION_DATABASE_URL", "TEST_MIGRATION_DATABASE_URL", "APP_ENV"}
+    names |= {"SECRET_KEY", "JWT_SECRET_KEY"}
     return names
 
 
@@ -70,11 +83,12 @@ def test_valid_production_config_constructs_with_safe_values(production_env):
 
 
 def test_production_accepts_secrets_of_exactly_32_characters_and_12_bcrypt_rounds(production_env):
-    production_env.setenv("SECRET_KEY", "a" * 32)
-    production_env.setenv("JWT_SECRET_KEY", "b" * 32)
+    key = secrets.token_hex(16)  # 128 random bits, 32 hex digits
+    production_env.setenv("SECRET_KEY", key)
+    production_env.setenv("JWT_SECRET_KEY", secrets.token_hex(16))
     production_env.setenv("BCRYPT_ROUNDS", "12")
     cfg = ProductionConfig()
-    assert cfg.SECRET_KEY == "a" * 32
+    assert cfg.SECRET_KEY == key
     assert cfg.BCRYPT_ROUNDS == 12
 
 
@@ -130,12 +144,81 @@ def test_production_refuses_a_missing_database_url(production_env):
 
 
 def test_production_has_no_development_fallback_secret(production_env):
-    # DevelopmentConfig has a built-in secret; production must never inherit it.
+    # Development makes its own keys; production must never fall back to any.
     production_env.delenv("SECRET_KEY")
     production_env.delenv("JWT_SECRET_KEY")
-    assert DevelopmentConfig().SECRET_KEY  # the fallback exists in development ...
+    assert DevelopmentConfig().SECRET_KEY  # development makes one ...
     with pytest.raises(ConfigError, match="SECRET_KEY"):
-        ProductionConfig()  # ... and not in production
+        ProductionConfig()  # ... production does not
+
+
+# --- secrets: none from the repository, none guessable ---------------------------------
+
+
+def test_development_makes_random_keys_once_keeps_them_private_and_reuses_them(clean_environment, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", DATABASE)
+    first = DevelopmentConfig()
+    path = clean_environment / "instance" / "secrets.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert first.SECRET_KEY != first.JWT_SECRET_KEY
+    assert weak_secret_problem(first.SECRET_KEY) is None
+    again = DevelopmentConfig()
+    assert (again.SECRET_KEY, again.JWT_SECRET_KEY) == (first.SECRET_KEY, first.JWT_SECRET_KEY)
+    # Another checkout (another instance/) gets keys of its own.
+    (clean_environment / "instance" / "secrets.json").unlink()
+    assert DevelopmentConfig().JWT_SECRET_KEY != first.JWT_SECRET_KEY
+
+
+def test_development_refuses_a_key_file_others_can_read(clean_environment, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", DATABASE)
+    DevelopmentConfig()
+    os.chmod(clean_environment / "instance" / "secrets.json", 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        DevelopmentConfig()
+
+
+@pytest.mark.parametrize("config_class", [DevelopmentConfig, ProductionConfig, TestConfig])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "dev-only-secret-do-not-use-in-production-0123456789",  # the old built-in development key
+        "dev-only-jwt-secret-do-not-use-in-production-0123",
+        "test-only-secret-0123456789abcdef0123456789",
+    ],
+)
+def test_every_configuration_refuses_a_key_that_was_ever_in_the_repository(production_env, config_class, value):
+    production_env.setenv("TEST_DATABASE_URL", DATABASE)
+    production_env.setenv("JWT_SECRET_KEY", value)
+    with pytest.raises(ConfigError, match="JWT_SECRET_KEY is a value written in the repository"):
+        config_class()
+
+
+def test_a_key_copied_from_the_source_tree_is_refused(production_env):
+    # Any long enough string of the code counts, not only a list of known keys.
+    copied = "Symmetric algorithms only: the service both signs and verifies its tokens."
+    assert copied in inspect.getsource(config)
+    production_env.setenv("SECRET_KEY", copied)
+    with pytest.raises(ConfigError, match="SECRET_KEY is a value written in the repository"):
+        ProductionConfig()
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a" * 32, "x" * 64, "ab" * 20, "0123456789abcdef" * 3, "a" * 31 + "b"],
+    ids=["one-char", "one-char-long", "two-chars", "repeated-pattern", "nearly-constant"],
+)
+def test_production_refuses_a_low_entropy_key(production_env, value):
+    production_env.setenv("SECRET_KEY", value)
+    with pytest.raises(ConfigError, match="SECRET_KEY is not random enough"):
+        ProductionConfig()
+
+
+def test_production_refuses_the_demo_password(production_env):
+    production_env.setenv("SEED_ADMIN_PASSWORD", config.DEMO_PASSWORD)
+    with pytest.raises(ConfigError, match="SEED_ADMIN_PASSWORD"):
+        ProductionConfig()
+    production_env.setenv("SEED_ADMIN_PASSWORD", secrets.token_urlsafe(16))
+    assert ProductionConfig().SEED_ADMIN_PASSWORD
 
 
 def test_production_has_no_default_seed_password(production_env):
@@ -339,12 +422,12 @@ def test_test_config_reads_test_database_url_and_never_database_url(monkeypatch)
 
 def test_production_reads_dotenv_but_real_environment_variables_win(clean_environment, monkeypatch):
     (clean_environment / ".env").write_text(
-        f"SECRET_KEY={'f' * 40}\nJWT_SECRET_KEY={'g' * 40}\nDATABASE_URL=postgresql://file@db/file\n"
+        f"SECRET_KEY={SECRET}\nJWT_SECRET_KEY={JWT_SECRET}\nDATABASE_URL=postgresql://file@db/file\n"
     )
     monkeypatch.setenv("DATABASE_URL", "postgresql://env@db/env")
     cfg = ProductionConfig()
-    assert cfg.SECRET_KEY == "f" * 40
-    assert cfg.JWT_SECRET_KEY == "g" * 40
+    assert cfg.SECRET_KEY == SECRET
+    assert cfg.JWT_SECRET_KEY == JWT_SECRET
     assert cfg.SQLALCHEMY_DATABASE_URI == "postgresql+psycopg://env@db/env"
 
 

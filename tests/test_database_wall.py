@@ -323,7 +323,7 @@ def test_the_service_role_may_execute_exactly_the_functions_it_calls(raw_db, dat
         "wafaa_bind_session(uuid,uuid,uuid)",
         "wafaa_request_identity(uuid,uuid,uuid)",
         "wafaa_login_salt(text,integer)",
-        "wafaa_login(text,text,text,integer,interval,uuid,text,interval,text,text,jsonb)",
+        "wafaa_login(text,text,text,integer,interval,interval,uuid,text,interval,text,text,text,jsonb)",
     }
 
 
@@ -376,38 +376,41 @@ def test_an_api_login_still_works_after_all_this(api, worlds):
 # --- found by an attack review: the login functions, the pool, built-ins ----------------
 
 LOGIN = (
-    "SELECT outcome, tenant_id, admin_id FROM wafaa_login(%s, %s, NULL, %s, %s::interval, gen_random_uuid(),"
-    " 'jti', %s::interval, %s, 'test', %s::jsonb)"
+    "SELECT outcome, tenant_id, admin_id FROM wafaa_login(%s, %s, NULL, %s, %s::interval, %s::interval,"
+    " gen_random_uuid(), 'jti', %s::interval, %s, %s, 'test', %s::jsonb)"
 )
+
+
+def _login_args(email, threshold=10, window="15 minutes", lifetime="7 days", ip=None, details="{}", **policy):
+    base, source = policy.get("base", "1 second"), policy.get("source", "203.0.113.9")
+    return (email, None, threshold, window, base, lifetime, ip, source, details)
 
 
 @pytest.mark.parametrize(
-    "threshold, window, lifetime, ip, details",
+    "policy",
     [
-        pytest.param(2_147_483_647, "15 minutes", "7 days", None, "{}", id="lockout-off"),
-        pytest.param(10, "1 microsecond", "7 days", None, "{}", id="window-gone"),
-        pytest.param(10, "15 minutes", "100 years", None, "{}", id="endless-session"),
-        pytest.param(10, "15 minutes", "7 days", "6.6.6.6; DROP", "{}", id="forged-address"),
-        pytest.param(10, "15 minutes", "7 days", None, '{"note": "forged by tenant A"}', id="forged-details"),
-        pytest.param(10, "15 minutes", "7 days", None, '{"request_id": {"x": 1}}', id="nested-details"),
+        pytest.param({"threshold": 2_147_483_647}, id="lockout-off"),
+        pytest.param({"window": "1 microsecond"}, id="window-gone"),
+        pytest.param({"base": "0 seconds"}, id="throttle-off"),
+        pytest.param({"lifetime": "100 years"}, id="endless-session"),
+        pytest.param({"ip": "6.6.6.6; DROP"}, id="forged-address"),
+        pytest.param({"source": "everyone; DROP"}, id="forged-source"),
+        pytest.param({"details": '{"note": "forged by tenant A"}'}, id="forged-details"),
+        pytest.param({"details": '{"request_id": {"x": 1}}'}, id="nested-details"),
     ],
 )
-def test_the_login_function_refuses_a_policy_outside_the_services_bounds(
-    attacker, worlds, raw_db, threshold, window, lifetime, ip, details
-):
+def test_the_login_function_refuses_a_policy_outside_the_services_bounds(attacker, worlds, raw_db, policy):
     _, b = worlds
     with pytest.raises(errors.InvalidParameterValue):
-        attacker.conn.execute(LOGIN, (b.owner.email, None, threshold, window, lifetime, ip, details))
+        attacker.conn.execute(LOGIN, _login_args(b.owner.email, **policy))
     failures = "SELECT count(*) FROM audit_logs WHERE tenant_id = %s AND action LIKE 'auth.%%'"
     assert raw_db.execute(failures, (b.tenant.id,)).fetchone() == (0,)
 
 
 def test_the_login_function_tells_nothing_of_a_refused_account(attacker, worlds):
     _, b = worlds
-    known = attacker.conn.execute(LOGIN, (b.owner.email, None, 10, "15 minutes", "7 days", None, "{}")).fetchone()
-    ghost = attacker.conn.execute(
-        LOGIN, ("ghost@nowhere.test", None, 10, "15 minutes", "7 days", None, "{}")
-    ).fetchone()
+    known = attacker.conn.execute(LOGIN, _login_args(b.owner.email)).fetchone()
+    ghost = attacker.conn.execute(LOGIN, _login_args("ghost@nowhere.test")).fetchone()
     assert known == ghost == ("refused", None, None)
     # Nor does the salt's cost: asked with two costs, an unknown email answers
     # with the same (a stored hash's), like a known one.

@@ -27,8 +27,9 @@ from wafaa.extensions import db
 from wafaa.schema_kit import SQL_DIR
 from wafaa.tenancy import current_scope, engine_for, system_scope
 
-HEAD = "0005_isolation_by_structure"
-TABLES = {"tenants", "tenant_admins", "auth_sessions", "audit_logs"}
+HEAD = "0006_abuse_hardening"
+TABLES = {"tenants", "tenant_admins", "auth_sessions", "audit_logs", "login_throttles"}
+TABLES_OF_0005 = TABLES - {"login_throttles"}
 ENUM_TYPES = {"subscription_tier", "admin_role"}
 FUNCTIONS = {
     "wafaa_set_updated_at",
@@ -45,7 +46,7 @@ FUNCTIONS_OF_0004 = {
     "wafaa_recent_login_failures",
     "wafaa_start_session",
 }
-RLS_TABLES = {"tenants", "tenant_admins", "auth_sessions", "audit_logs"}
+RLS_TABLES = TABLES
 
 
 def _libpq(url) -> str:
@@ -244,6 +245,8 @@ def assert_rls_on(scratch: Scratch) -> None:
         ("tenants", "SELECT"),
         ("auth_sessions", "SELECT"),
         ("audit_logs", "SELECT"),
+        # Only the login function writes it.
+        ("login_throttles", "SELECT"),
     }
     # Audit rows are inserted with the server's clock: every column but created_at.
     assert {c for t, c in scratch.column_grants("INSERT") if t == "audit_logs"} == {
@@ -281,7 +284,7 @@ def assert_rls_on(scratch: Scratch) -> None:
 
 def assert_rls_off(scratch: Scratch) -> None:
     rls = scratch.rls()
-    for table in RLS_TABLES:
+    for table in TABLES_OF_0005:
         assert rls[table] == (False, False), f"RLS still on for {table}"
     assert scratch.policies() == set()
     assert scratch.grants() == set()
@@ -341,7 +344,7 @@ def test_downgrade_of_0003_removes_row_level_security_and_keeps_the_data(scratch
     scratch.flask_db("downgrade", "0002_auth_sessions")
 
     assert scratch.version() == ["0002_auth_sessions"]
-    assert scratch.tables() == TABLES | {"alembic_version"}
+    assert scratch.tables() == TABLES_OF_0005 | {"alembic_version"}
     assert_rls_off(scratch)
     assert scratch.query("SELECT slug FROM tenants") == [("kept",)]
 
@@ -354,6 +357,10 @@ def test_downgrade_of_0003_removes_row_level_security_and_keeps_the_data(scratch
 def test_downgrade_step_by_step_reaches_base(scratch):
     scratch.upgrade()
     scratch.flask_db("downgrade")  # one step: the default revision is -1
+    assert scratch.version() == ["0005_isolation_by_structure"]
+    assert "login_throttles" not in scratch.tables()
+    assert "wafaa_login" in scratch.functions()
+    scratch.flask_db("downgrade")
     assert scratch.version() == ["0004_hot_paths"]
     assert FUNCTIONS_OF_0004 <= scratch.functions()
     assert "wafaa_private" not in {r[0] for r in scratch.query("SELECT nspname FROM pg_namespace")}

@@ -42,7 +42,7 @@ class UndeclaredProbe(TenantScoped, ProbeBase):
 
 def test_every_tenant_table_of_the_registry_has_every_piece(app):
     names = {model.__tablename__ for model in tenant_models()}
-    assert names == {"tenants", "tenant_admins", "auth_sessions", "audit_logs"}
+    assert names == {"tenants", "tenant_admins", "auth_sessions", "audit_logs", "login_throttles"}
     with app.app_context(), system_scope("schema check"):
         assert problems(db.session.connection(), app.config["DB_APP_ROLE"]) == []
 

@@ -8,8 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 
-from config import TestConfig
-
 
 def test_refresh_never_extends_a_session_past_its_absolute_limit(make_app, factory, raw_db):
     client = make_app(REFRESH_TOKEN_EXPIRE_DAYS="7", SESSION_MAX_DAYS="10").test_client()
@@ -20,15 +18,16 @@ def test_refresh_never_extends_a_session_past_its_absolute_limit(make_app, facto
 
     refreshed = client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
     assert refreshed.status_code == 200
-    claims = jwt.decode(refreshed.get_json()["refresh_token"], TestConfig.DEFAULT_SECRET, algorithms=["HS256"])
+    key = client.application.config["JWT_SECRET_KEY"]
+    claims = jwt.decode(refreshed.get_json()["refresh_token"], key, algorithms=["HS256"])
     expires = datetime.fromtimestamp(claims["exp"], UTC)
     assert expires < datetime.now(UTC) + timedelta(days=1, minutes=5)  # not the sliding 7 days
     stored = raw_db.execute("SELECT expires_at - created_at FROM auth_sessions WHERE admin_id = %s", (admin.id,))
     assert stored.fetchone()[0] <= timedelta(days=10)
 
 
-def test_concurrent_failed_logins_lock_the_account_once_and_never_exceed_the_threshold(make_app, factory, raw_db):
-    app = make_app(LOGIN_LOCKOUT_THRESHOLD="5")
+def test_concurrent_failed_logins_throttle_the_source_once_and_never_exceed_the_threshold(make_app, factory, raw_db):
+    app = make_app(LOGIN_LOCKOUT_THRESHOLD="5", LOGIN_THROTTLE_BASE_SECONDS="60")
     admin = factory.world().owner
     statuses = []
 
@@ -45,17 +44,19 @@ def test_concurrent_failed_logins_lock_the_account_once_and_never_exceed_the_thr
         thread.join(timeout=60)
 
     assert statuses == [401] * 12
+    # One collapsed row per reason, counting every attempt.
     reasons = raw_db.execute(
-        "SELECT details ->> 'reason', count(*) FROM audit_logs WHERE action = 'auth.login_failed'"
-        " AND resource_id = %s GROUP BY 1",
+        "SELECT details ->> 'reason', sum((details ->> 'count')::int), count(*) FROM audit_logs"
+        " WHERE action = 'auth.login_failed' AND resource_id = %s GROUP BY 1",
         (str(admin.id),),
     ).fetchall()
-    assert dict(reasons) == {"bad_password": 5, "locked": 7}
-    locks = raw_db.execute(
-        "SELECT count(*) FROM audit_logs WHERE action = 'auth.account_locked' AND resource_id = %s",
+    assert {reason: (total, rows) for reason, total, rows in reasons} == {"bad_password": (5, 1), "throttled": (7, 1)}
+    throttled = raw_db.execute(
+        "SELECT count(*) FROM audit_logs WHERE action = 'auth.login_throttled' AND resource_id = %s",
         (str(admin.id),),
     ).fetchone()
-    assert locks == (1,)
+    assert throttled == (1,)
+    assert raw_db.execute("SELECT failures FROM login_throttles WHERE admin_id = %s", (admin.id,)).fetchall() == [(5,)]
 
 
 def test_a_token_verified_before_still_expires_and_still_gets_revoked(app, api, factory):

@@ -10,7 +10,7 @@ from config import Config, config_class_from_env
 
 def create_app(config_class: type[Config] | None = None) -> Flask:
     """Build the app: config, logging, extensions, blueprints, error handlers, CLI."""
-    from wafaa import audit, cli, db_pool, docs, errors, http_guards, security, tenancy, unit_of_work
+    from wafaa import audit, cli, db_pool, docs, errors, http_guards, passwords, security, tenancy, unit_of_work
     from wafaa import logging as wafaa_logging
     from wafaa.api import register as register_blueprints
     from wafaa.extensions import api, cors, db, jwt, migrate
@@ -20,6 +20,11 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
     app = unit_of_work.UnitOfWorkFlask(__name__, static_folder=None)
     app.config.from_object(config)
     app.config["ENV_NAME"] = config.ENV_NAME
+    # Routing never redirects: Werkzeug would answer `//api` or a trailing slash
+    # with a 308 to an absolute URL built from the Host header, and a client that
+    # follows it sends its credentials to whatever host the request named.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
 
     if app.config["TRUSTED_PROXY_COUNT"]:
         # Believe X-Forwarded-For only as far as our own proxies wrote it.
@@ -40,6 +45,7 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
     api.init_app(app)
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     db_pool.init_app(app)
+    passwords.init_app(app)
     tenancy.init_app(app)
     audit.init_app(app)  # after tenancy: its flush listener sees stamped tenant ids
     unit_of_work.init_app(app)

@@ -18,11 +18,13 @@ Details hold the changed fields before and after. Fields listed in
 from __future__ import annotations
 
 import enum
+import ipaddress
+import json
 import uuid
 from datetime import date, datetime
 from typing import Any
 
-from flask import Flask, g, has_request_context, request
+from flask import Flask, current_app, g, has_request_context, request
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import ORMExecuteState, Session
 
@@ -41,12 +43,18 @@ ACTIONS = (
     "admin.deactivated",
     "admin.reactivated",
     "admin.password_changed",
+    "admin.email_released",
+    "admin.create_refused",
     "auth.login",
     "auth.login_failed",
-    "auth.account_locked",
+    "auth.login_throttled",
+    "auth.login_unlocked",
+    "auth.account_locked",  # written before throttling per source replaced locking (0006)
     "auth.logout",
     "auth.session_revoked",
+    "auth.refresh_grace_replay",
     "auth.refresh_reuse_detected",
+    "audit.purged",
 )
 
 
@@ -56,6 +64,25 @@ def client_ip() -> str | None:
     if not has_request_context() or not request.remote_addr:
         return None
     return request.remote_addr[:45]
+
+
+def client_source() -> str:
+    """The client as a source of requests: its IPv4 address, or its IPv6 network
+    of RATELIMIT_IPV6_PREFIX bits (one host usually holds a whole /64, and
+    would otherwise have 2**64 addresses to rotate through)."""
+    address = client_ip()
+    if address is None:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return "unknown"
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        prefix = current_app.config["RATELIMIT_IPV6_PREFIX"]
+        return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+    return str(ip)
 
 
 def _jsonable(value: Any) -> Any:
@@ -85,7 +112,7 @@ def record(
         action=action,
         resource_type=resource_type,
         resource_id=str(resource_id) if resource_id is not None else None,
-        details=with_context(details),
+        details=_capped(with_context(details)),
         ip_address=client_ip(),
     )
     db.session.add(row)
@@ -127,12 +154,54 @@ def _changes(obj: Any) -> dict[str, Any]:
             continue
         if name in secret:
             changes[name] = "changed"
+        elif isinstance(before, dict) and isinstance(after, dict):
+            changes[name] = _changed_keys(before, after)
         else:
             changes[name] = {"before": _jsonable(before), "after": _jsonable(after)}
     return changes
 
 
+def _changed_keys(before: dict, after: dict) -> dict[str, Any]:
+    """A JSON object's change as the keys that changed, with their values before
+    and after (absent: not there), not the whole object twice."""
+    keys = sorted(k for k in before.keys() | after.keys() if before.get(k, _ABSENT) != after.get(k, _ABSENT))
+    return {
+        "changed_keys": keys,
+        "before": {k: before[k] for k in keys if k in before},
+        "after": {k: after[k] for k in keys if k in after},
+    }
+
+
+_ABSENT = object()
+# How many field or key names a cut row keeps.
+_KEPT_NAMES = 50
+
+
+def _capped(details: dict[str, Any]) -> dict[str, Any]:
+    """Details within AUDIT_DETAILS_MAX_BYTES: beyond it, the values go and the
+    names of what changed stay, marked `"truncated": true`."""
+    limit = current_app.config["AUDIT_DETAILS_MAX_BYTES"]
+    if len(json.dumps(details, default=str, ensure_ascii=False).encode()) <= limit:
+        return details
+    cut: dict[str, Any] = {k: v for k, v in details.items() if isinstance(v, str) and len(v) <= 100}
+    for key in ("before", "after"):  # snapshots of a created or deleted row
+        if isinstance(details.get(key), dict):
+            cut[key] = {"fields": sorted(details[key])[:_KEPT_NAMES]}
+    if isinstance(details.get("changes"), dict):
+        cut["changes"] = {
+            field: {"changed_keys": change["changed_keys"][:_KEPT_NAMES]}
+            if isinstance(change, dict) and "changed_keys" in change
+            else "changed"
+            for field, change in list(details["changes"].items())[:_KEPT_NAMES]
+        }
+    cut["truncated"] = True
+    return cut
+
+
 def _update_action(resource: str, obj: Any, changes: dict[str, Any]) -> str:
+    if resource == "admin" and "email" in changes:
+        # An admin's email changes only when an operator releases it.
+        return "admin.email_released"
     if "is_active" in changes:
         return f"{resource}.deactivated" if not obj.is_active else f"{resource}.reactivated"
     secret = getattr(obj, "__audit_secret__", frozenset())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from datetime import UTC
 
 import click
 from flask import Flask, current_app
@@ -24,7 +25,8 @@ from wafaa.passwords import hash_password, password_problem
 from wafaa.schemas.admin import AdminCreateSchema
 from wafaa.schemas.tenant import TenantCreateSchema
 from wafaa.services import tenants as tenant_service
-from wafaa.services.admins import set_password
+from wafaa.services.admins import release_email, set_password, unlock_admin
+from wafaa.services.audit_log import purge_audit_logs
 from wafaa.services.sessions import purge_sessions
 from wafaa.tenancy import TenantScopeError, system_scope
 
@@ -73,10 +75,15 @@ def _tenant_by_slug(slug: str) -> Tenant:
 
 
 @click.command("seed")
+@click.option("--force", is_flag=True, help="Seed even in production (APP_ENV=production).")
 @with_appcontext
-def seed_command() -> None:
+def seed_command(force: bool) -> None:
     """Create the demo tenants acme, globex and initech, each with an owner, an admin
     and a viewer (password: SEED_ADMIN_PASSWORD). Running it again changes nothing."""
+    if current_app.config["ENV_NAME"] == "production" and not force:
+        raise click.ClickException(
+            "refusing to create demo tenants in production (APP_ENV=production); add --force if you mean it"
+        )
     password = current_app.config.get("SEED_ADMIN_PASSWORD")
     if not password:
         raise click.ClickException("SEED_ADMIN_PASSWORD is not set.")
@@ -215,19 +222,49 @@ def create_admin_command(slug, email, full_name, role, password_stdin) -> None:
     click.echo(f"Created {role} {data['email']} in tenant {slug}.")
 
 
+def _admin_by_email(email: str) -> TenantAdmin:
+    admin = db.session.scalar(select(TenantAdmin).where(TenantAdmin.email == normalize_email(email)))
+    if admin is None:
+        raise click.ClickException(f"No admin with email {email!r}.")
+    return admin
+
+
 @admins_group.command("set-password")
 @click.argument("email")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 def set_password_command(email: str, password_stdin: bool) -> None:
-    """Set an admin's password; all of their sessions are revoked."""
+    """Set an admin's password; all of their sessions are revoked and their failed
+    logins forgotten (no source stays throttled)."""
     password = _read_password(password_stdin)
     with system_scope("flask admins set-password"):
-        admin = db.session.scalar(select(TenantAdmin).where(TenantAdmin.email == normalize_email(email)))
-        if admin is None:
-            raise click.ClickException(f"No admin with email {email!r}.")
-        revoked = set_password(admin, password)
+        revoked = set_password(_admin_by_email(email), password)
         db.session.commit()
-    click.echo(f"Password changed; {revoked} sessions revoked.")
+    click.echo(f"Password changed; {plural(revoked, 'session')} revoked.")
+
+
+@admins_group.command("unlock")
+@click.argument("email")
+def unlock_command(email: str) -> None:
+    """Forget an admin's failed logins: every throttled source may try again now."""
+    with system_scope("flask admins unlock"):
+        cleared = unlock_admin(_admin_by_email(email))
+        db.session.commit()
+    click.echo(f"Unlocked {normalize_email(email)}; {plural(cleared, 'throttled source')} cleared.")
+
+
+@admins_group.command("release-email")
+@click.argument("email")
+def release_email_command(email: str) -> None:
+    """Free the email address of a deactivated admin, so that it can be used again
+    (emails are unique across tenants). The admin keeps its history under a
+    placeholder address."""
+    with system_scope("flask admins release-email"):
+        try:
+            placeholder = release_email(_admin_by_email(email))
+        except ApiError as error:
+            raise click.ClickException(error.message) from None
+        db.session.commit()
+    click.echo(f"Released {normalize_email(email)}; the deactivated admin is now {placeholder}.")
 
 
 tokens_group = AppGroup("tokens", help="Maintain login sessions.")
@@ -238,6 +275,35 @@ def purge_tokens_command() -> None:
     """Delete expired sessions and sessions revoked more than SESSION_RETENTION_DAYS ago."""
     count = purge_sessions()
     click.echo(f"Purged {count} sessions.")
+
+
+audit_group = AppGroup("audit", help="Maintain the audit log.")
+
+
+@audit_group.command("purge")
+@click.option(
+    "--before",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Delete entries older than this date (UTC). Default: AUDIT_RETENTION_DAYS ago.",
+)
+def purge_audit_command(before) -> None:
+    """Delete old audit entries. Each tenant's log keeps a record of the purge."""
+    cutoff = before.replace(tzinfo=UTC) if before else None
+    with system_scope("flask audit purge"):
+        try:
+            cutoff, deleted = purge_audit_logs(cutoff)
+        except ApiError as error:
+            raise click.ClickException(error.message) from None
+        db.session.commit()
+    total = sum(deleted.values())
+    click.echo(
+        f"Purged {plural(total, 'audit entry', 'audit entries')} older than {cutoff:%Y-%m-%d %H:%M} UTC"
+        f" from {plural(len(deleted), 'tenant')}."
+    )
+
+
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    return f"{count} {singular if count == 1 else plural_form or singular + 's'}"
 
 
 def _needs_owner(command: click.Command) -> click.Command:
@@ -255,11 +321,12 @@ def _needs_owner(command: click.Command) -> click.Command:
     return command
 
 
-for _command in (seed_command, *(c for g in (tenants_group, admins_group, tokens_group) for c in g.commands.values())):
+_GROUPS = (tenants_group, admins_group, tokens_group, audit_group)
+for _command in (seed_command, *(c for g in _GROUPS for c in g.commands.values())):
     _needs_owner(_command)
 
 
 def init_app(app: Flask) -> None:
     app.cli.add_command(seed_command)
-    for group in (tenants_group, admins_group, tokens_group):
+    for group in _GROUPS:
         app.cli.add_command(group)

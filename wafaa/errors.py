@@ -18,7 +18,7 @@ from http import HTTPStatus
 from pathlib import Path
 
 import psycopg
-from flask import Flask, Response, current_app, jsonify
+from flask import Flask, Response, current_app, g, has_request_context, jsonify
 from limits.errors import StorageError
 from redis.exceptions import RedisError
 from sqlalchemy import exc as sa_exc
@@ -122,6 +122,8 @@ class ApiError(Exception):
         self.keep_changes = keep_changes
 
     def response(self) -> Response:
+        if self.headers and "Retry-After" in self.headers and has_request_context():
+            g.retry_after = self.headers["Retry-After"]  # not flask-limiter's (wafaa.http_guards)
         return error_response(self.status, self.code, self.message, self.details, self.headers)
 
 
@@ -151,6 +153,22 @@ class Unauthorized(ApiError):
 class ServiceUnavailable(ApiError):
     status, code, message = 503, "service_unavailable", STATUS_MESSAGES[503]
     headers = {"Retry-After": "5"}  # wafaa.http_guards keeps it from flask-limiter
+
+
+class Busy(ServiceUnavailable):
+    """More work of one kind (logins) than this process takes at once: retry in a
+    second, and the rest of the API is not kept waiting meanwhile."""
+
+    message = "The service is busy with other logins. Retry in a moment."
+    headers = {"Retry-After": "1"}
+
+
+class TooManyRequests(ApiError):
+    status, code, message = 429, "rate_limited", STATUS_MESSAGES[429]
+
+    def __init__(self, message: str | None = None, *, retry_after: int, **kwargs):
+        super().__init__(message, **kwargs)
+        self.headers = {"Retry-After": str(max(1, retry_after))}
 
 
 def _handle_api_error(error: ApiError) -> Response:

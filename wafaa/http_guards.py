@@ -4,7 +4,7 @@ Registered before flask-cors and flask-limiter, so `finish_headers` runs after
 theirs (Flask runs after_request hooks in reverse order of registration).
 """
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
 from wafaa.errors import ApiError, ServiceUnavailable
@@ -65,7 +65,7 @@ def finish_headers(response: Response) -> Response:
     # flask-limiter puts Retry-After (its window's reset) on every response; it
     # means something only on 429 and 503, and a 503 keeps the app's own value.
     if response.status_code == 503:
-        response.headers["Retry-After"] = ServiceUnavailable.headers["Retry-After"]
+        response.headers["Retry-After"] = g.get("retry_after") or ServiceUnavailable.headers["Retry-After"]
     elif response.status_code != 429:
         response.headers.pop("Retry-After", None)
     if current_app.config["CORS_ORIGINS"]:

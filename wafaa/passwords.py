@@ -7,8 +7,14 @@ emails have accounts.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import bcrypt
-from flask import current_app
+from flask import Flask, current_app
+
+from wafaa.errors import Busy
 
 MIN_PASSWORD_LENGTH = 12
 # bcrypt only reads the first 72 bytes; longer passwords are refused outright
@@ -36,6 +42,59 @@ def _rounds() -> int:
     return current_app.config["BCRYPT_ROUNDS"]
 
 
+class HashingGate:
+    """Bounds the CPU this worker process spends on bcrypt, and the threads that
+    logins take, so that a flood of logins cannot starve the rest of the API.
+
+    At most `slots` hashes run at once (bcrypt releases the GIL: each takes a
+    core); a hash waits at most `wait` seconds for a slot. At most `logins` logins
+    are in progress at once (hashing, or waiting to); one more is refused at once.
+    Either refusal is a 503 with Retry-After (wafaa.errors.Busy). Every login,
+    whatever its email, passes the same gates, so waiting tells nothing.
+    """
+
+    def __init__(self, slots: int, logins: int, wait: float) -> None:
+        self._slots = threading.BoundedSemaphore(slots)
+        self._logins = threading.BoundedSemaphore(logins)
+        self._wait = wait
+
+    @contextmanager
+    def login(self) -> Iterator[None]:
+        if not self._logins.acquire(blocking=False):
+            raise Busy()
+        try:
+            yield
+        finally:
+            self._logins.release()
+
+    @contextmanager
+    def hashing(self) -> Iterator[None]:
+        if not self._slots.acquire(timeout=self._wait):
+            raise Busy()
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
+def gate() -> HashingGate:
+    return current_app.extensions["wafaa_hashing_gate"]
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["wafaa_hashing_gate"] = HashingGate(
+        app.config["PASSWORD_HASH_CONCURRENCY"],
+        app.config["LOGIN_CONCURRENCY"],
+        app.config["PASSWORD_HASH_WAIT_MS"] / 1000,
+    )
+
+
+def _hashpw(password: bytes, salt: bytes) -> bytes:
+    """bcrypt, in one of the process's hashing slots."""
+    with gate().hashing():
+        return bcrypt.hashpw(password, salt)
+
+
 def hash_password(password: str) -> str:
     """Hash a new password, which must meet today's rules."""
     problem = password_problem(password)
@@ -51,7 +110,7 @@ def rehash(password: str) -> str:
     when BCRYPT_ROUNDS goes up. A login only re-hashes a password bcrypt can take
     (hash_with_salt returned a candidate for it).
     """
-    return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(_rounds())).decode("ascii")
+    return _hashpw(password.encode("utf-8"), bcrypt.gensalt(_rounds())).decode("ascii")
 
 
 DUMMY_PASSWORD = b"wafaa-dummy-password"
@@ -70,9 +129,9 @@ def hash_with_salt(password: str, salt: str) -> str | None:
     candidate = password.encode("utf-8", "surrogatepass")
     usable = len(candidate) <= MAX_PASSWORD_BYTES and b"\x00" not in candidate
     try:
-        hashed = bcrypt.hashpw(candidate if usable else DUMMY_PASSWORD, salt.encode("ascii"))
+        hashed = _hashpw(candidate if usable else DUMMY_PASSWORD, salt.encode("ascii"))
     except ValueError:  # not a bcrypt salt (UnicodeEncodeError is one too)
-        bcrypt.hashpw(DUMMY_PASSWORD, bcrypt.gensalt(_rounds()))
+        _hashpw(DUMMY_PASSWORD, bcrypt.gensalt(_rounds()))
         return None
     return hashed.decode("ascii") if usable else None
 

@@ -3,7 +3,8 @@
 Roles, from most to least powerful: owner, admin, viewer.
 
 * Everyone may read the tenant and its admins.
-* Owners and admins may change the tenant and read the audit log.
+* Owners and admins may change the tenant and read the audit log; only owners
+  see the session ids in it (admins get references that cannot be used).
 * Owners manage every admin; admins manage admins and viewers, never owners
   (they can neither create, change, promote to nor deactivate an owner).
 * Viewers change nothing.
@@ -39,3 +40,9 @@ def require_can_manage(actor: TenantAdmin, target: TenantAdmin) -> None:
     require_manager(actor)
     if target.role is AdminRole.OWNER and actor.role is not AdminRole.OWNER:
         raise Forbidden("Only owners can manage owners.")
+
+
+def may_see_session_ids(actor: TenantAdmin) -> bool:
+    """A session id with a leaked signing key makes a token of that session: only
+    owners, who could act as anyone of the tenant anyway, see them."""
+    return actor.role is AdminRole.OWNER

@@ -16,19 +16,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Callable
 
 from flask import Flask, current_app, g, request
 from flask_limiter import ApplicationLimit, Limiter
+from limits import parse_many
 
 from wafaa import audit
+from wafaa.errors import TooManyRequests
 from wafaa.models.admin import normalize_email
 
 
 def client_ip() -> str:
-    # X-Forwarded-For counts only when TRUSTED_PROXY_COUNT > 0 (ProxyFix in
-    # create_app): a spoofed header cannot buy a fresh bucket.
-    return audit.client_ip() or "unknown"
+    """The per-address key: the client's IPv4 address or IPv6 network
+    (wafaa.audit.client_source). X-Forwarded-For counts only when
+    TRUSTED_PROXY_COUNT > 0 (ProxyFix in create_app): a spoofed header cannot buy
+    a fresh bucket."""
+    return audit.client_source()
 
 
 def admin_key() -> str:
@@ -38,16 +43,49 @@ def admin_key() -> str:
 
 
 def login_account_key() -> str:
-    """The account a login names, as a keyed hash: no email address lands in
-    Redis, and a dictionary of hashed emails cannot reverse the keys."""
+    """The account a login names, from this source, as a keyed hash: no email
+    address lands in Redis, and a dictionary of hashed emails cannot reverse the
+    keys. Per source, not per account alone: a limit on the account from
+    anywhere would let anyone lock its owner out by spending it."""
     body = request.get_json(silent=True)
     email = body.get("email") if isinstance(body, dict) else None
     if not isinstance(email, str):
         return f"account-unnamed:{client_ip()}"
     key = current_app.config["SECRET_KEY"].encode("utf-8")
     # surrogatepass: an email the schema will refuse still gets a bucket, not a 500.
-    message = normalize_email(email).encode("utf-8", "surrogatepass")
+    message = f"{normalize_email(email)}\n{client_ip()}".encode("utf-8", "surrogatepass")
     return f"account:{hmac.new(key, message, hashlib.sha256).hexdigest()[:32]}"
+
+
+# The global budget of failed logins (RATELIMIT_LOGIN_FAILURES), kept in the
+# limiter's storage so that every worker and host shares it.
+_FAILURES_KEY = ("wafaa", "login-failures")
+
+
+def _failure_limits() -> list:
+    return parse_many(current_app.config["RATELIMIT_LOGIN_FAILURES"])
+
+
+def check_login_failure_budget() -> None:
+    """429 before any password work once the service has seen its budget of
+    failed logins for the window."""
+    if not current_app.config["RATELIMIT_ENABLED"]:
+        return
+    strategy = current_limiter().limiter
+    for item in _failure_limits():
+        if not strategy.test(item, *_FAILURES_KEY):
+            reset = strategy.get_window_stats(item, *_FAILURES_KEY).reset_time
+            raise TooManyRequests(
+                "Too many failed logins on this service just now. Retry later.",
+                retry_after=int(reset - time.time()) + 1,
+            )
+
+
+def count_login_failure() -> None:
+    if current_app.config["RATELIMIT_ENABLED"]:
+        strategy = current_limiter().limiter
+        for item in _failure_limits():
+            strategy.hit(item, *_FAILURES_KEY)
 
 
 def _setting(name: str) -> Callable[[], str]:

@@ -117,12 +117,14 @@ def undo_tenant_owned(table: str) -> None:
     op.execute(f"REVOKE ALL ON {table} FROM {role}")
 
 
-def sql_file(name: str) -> str:
-    return (SQL_DIR / name).read_text()
+def sql_file(name: str, directory: Path = SQL_DIR) -> str:
+    return (directory / name).read_text()
 
 
-def apply_sql(*names: str) -> None:
+def apply_sql(*names: str, directory: Path = SQL_DIR) -> None:
     """Run files of wafaa/sql (CREATE OR REPLACE ...): today's function bodies live
-    there, and a migration that changes one applies the file again."""
+    there, and a migration that changes one applies the file again. Once a later
+    migration changes a file, the earlier ones apply their frozen copy
+    (migrations/versions/sql/), so that every revision still builds what it built."""
     for name in names:
-        op.get_bind().exec_driver_sql(sql_file(name))
+        op.get_bind().exec_driver_sql(sql_file(name, directory))

@@ -258,21 +258,24 @@ def load_identity(tenant_id: uuid.UUID, session_id: uuid.UUID, admin_id: uuid.UU
     )
 
 
-def issue_tokens(session: SessionRef) -> dict:
-    """A new access token, and a refresh token carrying the session's current jti."""
+def issue_tokens(session: SessionRef, *, with_refresh: bool = True) -> dict:
+    """A new access token, and (unless told otherwise) a refresh token carrying
+    the session's current jti."""
     claims = {"tid": str(session.tenant_id), "sid": str(session.id)}
     identity = str(session.admin_id)
     access_expires = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
-    return {
+    tokens = {
         "access_token": create_access_token(identity, additional_claims=claims),
-        "refresh_token": create_refresh_token(
-            identity,
-            additional_claims={**claims, "jti": session.refresh_jti},
-            expires_delta=session.expires_at - datetime.now(UTC),
-        ),
         "token_type": "Bearer",
         "expires_in": int(access_expires.total_seconds()),
     }
+    if with_refresh:
+        tokens["refresh_token"] = create_refresh_token(
+            identity,
+            additional_claims={**claims, "jti": session.refresh_jti},
+            expires_delta=session.expires_at - datetime.now(UTC),
+        )
+    return tokens
 
 
 # --- flask-jwt-extended callbacks ------------------------------------------------

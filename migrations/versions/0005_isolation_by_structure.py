@@ -66,7 +66,6 @@ NEW_FUNCTIONS = (
     "wafaa_private.tenant_proof(uuid)",
     "wafaa_private.mac(text)",
 )
-SQL_FILES = ("tenant_binding.sql", "request_identity.sql", "login.sql")
 
 ADMIN_READABLE = (
     "id",
@@ -122,7 +121,9 @@ def upgrade() -> None:
 
     for signature in OLD_FUNCTIONS:
         op.execute(f"DROP FUNCTION {signature}")
-    apply_sql(*SQL_FILES)
+    apply_sql("tenant_binding.sql", "request_identity.sql")
+    # login.sql as it was at this revision (0006 changed it).
+    apply_sql("0005_login.sql", directory=Path(__file__).with_name("sql"))
 
     make_tenant_owned("tenants", tenant_column="id", select=ALL, update=("name", "settings"))
     make_tenant_owned(

@@ -5,7 +5,14 @@ import uuid
 from flask.views import MethodView
 
 from wafaa.api import Blueprint
-from wafaa.schemas.auth import LoginSchema, LogoutSchema, RefreshSchema, SessionSchema, TokenPairSchema
+from wafaa.schemas.auth import (
+    LoginSchema,
+    LogoutSchema,
+    RefreshedTokensSchema,
+    RefreshSchema,
+    SessionSchema,
+    TokenPairSchema,
+)
 from wafaa.security import current_identity
 from wafaa.services import sessions
 
@@ -33,14 +40,16 @@ class Login(MethodView):
 class Refresh(MethodView):
     @blp.authenticated(refresh=True)
     @blp.arguments(RefreshSchema)
-    @blp.response(200, TokenPairSchema)
+    @blp.response(200, RefreshedTokensSchema)
     def post(self, body):
         """Exchange a refresh token for new tokens
 
         Send the refresh token as `Authorization: Bearer <refresh token>` or as
         `{"refresh_token": ...}`. The refresh token is rotated: the one sent stops
-        working. Replaying an already rotated refresh token (after a short grace
-        window for concurrent tabs) revokes the whole session.
+        working. Within a short grace window after a rotation (two tabs refreshing
+        at once), the old refresh token gets an access token only, and no refresh
+        token; after it, replaying a rotated refresh token revokes the whole
+        session.
         """
         return sessions.refresh(current_identity())
 

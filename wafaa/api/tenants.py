@@ -8,7 +8,7 @@ from marshmallow import RAISE
 
 from wafaa.api import Blueprint
 from wafaa.models import TenantAdmin
-from wafaa.permissions import require_manager
+from wafaa.permissions import may_see_session_ids, require_manager
 from wafaa.schemas.admin import AdminCreateSchema, AdminListQuerySchema, AdminPageSchema, AdminSchema, AdminUpdateSchema
 from wafaa.schemas.audit import AuditLogPageSchema, AuditLogQuerySchema
 from wafaa.schemas.tenant import TenantSchema, TenantUpdateSchema
@@ -57,9 +57,15 @@ class Admins(MethodView):
     @blp.authenticated
     @blp.arguments(AdminCreateSchema)
     @blp.response(201, AdminSchema)
-    @blp.errors(403, 409)
+    @blp.errors(403, 409, 429)
     def post(self, data):
-        """Add an admin (owner: any role; admin: admin or viewer)"""
+        """Add an admin (owner: any role; admin: admin or viewer)
+
+        Emails are unique across all tenants. An email already in use, here or
+        elsewhere, is refused with 409 (the answer does not say where); such
+        refusals are limited per tenant and hour (then 429). Every refusal is
+        recorded in the audit log as `admin.create_refused`.
+        """
         admin = admins.create_admin(current_identity().admin, data)
         return admin, 201, {"Location": url_for("tenants.AdminById", admin_id=admin.id)}
 
@@ -105,6 +111,11 @@ class AuditLogs(MethodView):
     @blp.response(200, AuditLogPageSchema)
     @blp.errors(403)
     def get(self, query):
-        """Your tenant's audit log, newest first (owner, admin)"""
-        require_manager(current_identity().admin)
-        return audit_log.list_audit_logs(**query)
+        """Your tenant's audit log, newest first (owner, admin)
+
+        The `resource_id` of session entries (logins, logouts...) is the session's
+        id for owners, and a stable reference (`ref-...`) for admins.
+        """
+        actor = current_identity().admin
+        require_manager(actor)
+        return audit_log.list_audit_logs(**query, reveal_sessions=may_see_session_ids(actor))

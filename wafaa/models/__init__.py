@@ -3,6 +3,7 @@
 from wafaa.models.admin import AdminRole, TenantAdmin, normalize_email
 from wafaa.models.audit import AuditLog
 from wafaa.models.base import Base, TenantScoped
+from wafaa.models.login_throttle import LoginThrottle
 from wafaa.models.session import AuthSession
 from wafaa.models.tenant import SubscriptionTier, Tenant
 
@@ -11,6 +12,7 @@ __all__ = [
     "AuditLog",
     "AuthSession",
     "Base",
+    "LoginThrottle",
     "SubscriptionTier",
     "Tenant",
     "TenantAdmin",

@@ -1,9 +1,11 @@
 """A tenant admin: a member of a tenant's staff who logs in to manage it."""
 
 import enum
+import unicodedata
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import idna
 from sqlalchemy import CheckConstraint, Index, String, UniqueConstraint, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -20,8 +22,20 @@ class AdminRole(enum.StrEnum):
 
 
 def normalize_email(email: str) -> str:
-    """The one canonical form of an email address: trimmed and lower-case."""
-    return email.strip().lower()
+    """The one canonical form of an email address: NFKC (full-width and other
+    compatibility forms folded), trimmed, lower-case, the domain in its IDNA
+    (ASCII) form. Total: an address that cannot be put in that form is returned
+    folded as far as it goes, and simply matches nobody (creation refuses it:
+    wafaa.identities.email_problem)."""
+    email = unicodedata.normalize("NFKC", email).strip().lower()
+    local, at, domain = email.rpartition("@")
+    if not at or not domain:
+        return email
+    try:
+        domain = idna.encode(domain, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        pass
+    return f"{local}@{domain}"
 
 
 class TenantAdmin(UUIDPrimaryKey, TenantScoped, Timestamps, db.Model):

@@ -1,10 +1,12 @@
 """Tenant admin schemas: output, creation, update and the list query."""
 
-from marshmallow import ValidationError, fields, post_load, pre_load, validate, validates
+import unicodedata
+
+from marshmallow import ValidationError, fields, post_load, pre_load, validates
 
 from wafaa.models.admin import AdminRole, normalize_email
 from wafaa.passwords import MAX_PASSWORD_BYTES, MIN_PASSWORD_LENGTH, password_problem
-from wafaa.schemas.common import EmailText, PageQuerySchema, PageSchema, StrictSchema, Text
+from wafaa.schemas.common import EmailText, Name, PageQuerySchema, PageSchema, StrictSchema, Text
 
 
 class AdminSchema(StrictSchema):
@@ -19,7 +21,7 @@ class AdminSchema(StrictSchema):
 
 
 def _full_name(**kwargs):
-    return Text(validate=validate.Length(min=1, max=255), **kwargs)
+    return Name(**kwargs)
 
 
 def _strip_full_name(data: dict) -> dict:
@@ -42,9 +44,10 @@ class AdminCreateSchema(StrictSchema):
 
     @pre_load
     def _trim_email(self, data, **kwargs):
-        # "normalized (trimmed, lower-case)": trim before the format check.
+        # Compatibility forms folded (a full-width "＠" is an "@") and trimmed
+        # before the format check; lower-cased and the domain in IDNA form after.
         if isinstance(data, dict) and isinstance(data.get("email"), str):
-            data = {**data, "email": data["email"].strip()}
+            data = {**data, "email": unicodedata.normalize("NFKC", data["email"]).strip()}
         return data
 
     @validates("password")

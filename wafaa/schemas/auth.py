@@ -19,6 +19,15 @@ class TokenPairSchema(StrictSchema):
     expires_in = fields.Integer(required=True, metadata={"description": "Access token lifetime in seconds"})
 
 
+class RefreshedTokensSchema(TokenPairSchema):
+    refresh_token = fields.String(
+        metadata={
+            "description": "The rotated refresh token. Absent when the token sent had just been rotated by another "
+            "request (within the grace window): use the refresh token that request received."
+        }
+    )
+
+
 class RefreshSchema(StrictSchema):
     refresh_token = fields.String(
         metadata={"description": "The refresh token, unless it is sent as `Authorization: Bearer <refresh token>`"}

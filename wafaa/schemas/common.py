@@ -1,7 +1,9 @@
 """Schemas shared by every blueprint: the error envelope, pagination, strict fields."""
 
 import marshmallow as ma
-from marshmallow import fields, validate
+from marshmallow import ValidationError, fields, validate
+
+from wafaa.identities import email_problem, name_problem
 
 
 class StrictSchema(ma.Schema):
@@ -48,11 +50,31 @@ class Text(fields.String):
         return result
 
 
+def _checked(problem_of):
+    def check(value: str) -> None:
+        problem = problem_of(value)
+        if problem:
+            raise ValidationError(problem)
+
+    return check
+
+
 class EmailText(Text):
-    """An email address (at most 255 characters), as storable text."""
+    """An email address (at most 255 characters), as storable text, with no
+    look-alike letters from another script (wafaa.identities)."""
 
     def __init__(self, **kwargs):
-        super().__init__(validate=[validate.Email(), validate.Length(max=255)], **kwargs)
+        super().__init__(
+            validate=[validate.Email(), validate.Length(max=255), _checked(email_problem)],
+            **kwargs,
+        )
+
+
+class Name(Text):
+    """A display name: 1-255 characters of storable text, no bidirectional controls."""
+
+    def __init__(self, **kwargs):
+        super().__init__(validate=[validate.Length(min=1, max=255), _checked(name_problem)], **kwargs)
 
 
 class ErrorBodySchema(ma.Schema):

@@ -5,7 +5,7 @@ import json
 from marshmallow import ValidationError, fields, post_load, validate
 
 from wafaa.models.tenant import SLUG_PATTERN, SubscriptionTier
-from wafaa.schemas.common import StrictSchema, Text, json_depth
+from wafaa.schemas.common import Name, StrictSchema, Text, is_storable_text, json_depth
 
 SETTINGS_MAX_BYTES = 16 * 1024
 SETTINGS_MAX_DEPTH = 8
@@ -19,11 +19,25 @@ def settings_problem(settings: dict) -> str | None:
         encoded = json.dumps(settings, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
     except ValueError:  # NaN or Infinity (UnicodeEncodeError is a ValueError too)
         return "Settings must hold finite numbers and valid Unicode text."
-    if b"\\u0000" in encoded:
+    if not all(is_storable_text(text) for text in _strings(settings)):
         return "Settings must not contain NUL characters."
     if len(encoded) > SETTINGS_MAX_BYTES:
         return f"Settings must be at most {SETTINGS_MAX_BYTES} bytes as compact JSON."
     return None
+
+
+def _strings(value):
+    """Every key and string value of a JSON document, without recursion."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, dict):
+            yield from node.keys()
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 class SettingsField(fields.Dict):
@@ -38,7 +52,7 @@ class SettingsField(fields.Dict):
 
 
 def _name_field(**kwargs):
-    return Text(validate=validate.Length(min=1, max=255), **kwargs)
+    return Name(**kwargs)
 
 
 class TenantSchema(StrictSchema):

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from flask import current_app
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from wafaa.errors import Conflict
+from wafaa import audit
+from wafaa.errors import Conflict, Forbidden, TooManyRequests
 from wafaa.extensions import db
-from wafaa.models import AdminRole, TenantAdmin
+from wafaa.models import AdminRole, AuditLog, LoginThrottle, TenantAdmin
 from wafaa.passwords import hash_password
 from wafaa.permissions import require_can_assign, require_can_manage
 from wafaa.services.queries import get_or_404, page_of
 from wafaa.services.sessions import revoke_admin_sessions
 
-DUPLICATE_EMAIL = "An admin with this email already exists."
+DUPLICATE_EMAIL = "This email address cannot be used for a new admin."
 
 
 def list_admins(*, page: int, page_size: int, role: AdminRole | None = None, is_active: bool | None = None) -> dict:
@@ -29,7 +32,42 @@ def list_admins(*, page: int, page_size: int, role: AdminRole | None = None, is_
 
 
 def create_admin(actor: TenantAdmin, data: dict[str, Any]) -> TenantAdmin:
+    """Add an admin. Every refusal is recorded in the actor's tenant and stands,
+    although the request fails: refusals because an email is in use tell that it
+    exists somewhere (emails are unique across tenants), so they are few per
+    tenant and hour, and the record shows who asked."""
+    try:
+        return _create_admin(actor, data)
+    except (Forbidden, Conflict, TooManyRequests) as refusal:
+        audit.record(
+            "admin.create_refused",
+            tenant_id=actor.tenant_id,
+            resource_type="admin",
+            details={"reason": _REFUSALS[type(refusal)], "email": data["email"], "role": data["role"].value},
+        )
+        refusal.keep_changes = True
+        raise
+
+
+_REFUSALS = {Forbidden: "forbidden", Conflict: "email_in_use", TooManyRequests: "too_many_refusals"}
+
+
+def _email_refusals_this_hour() -> int:
+    return db.session.scalar(
+        select(func.count())
+        .select_from(AuditLog)
+        .where(
+            AuditLog.action == "admin.create_refused",
+            AuditLog.details["reason"].astext == "email_in_use",
+            AuditLog.created_at > func.now() - timedelta(hours=1),
+        )
+    )
+
+
+def _create_admin(actor: TenantAdmin, data: dict[str, Any]) -> TenantAdmin:
     require_can_assign(actor, data["role"])
+    if _email_refusals_this_hour() >= current_app.config["ADMIN_EMAIL_CONFLICTS_PER_HOUR"]:
+        raise TooManyRequests("Too many admins refused for an email in use this hour. Retry later.", retry_after=3600)
     admin = TenantAdmin(
         id=uuid.uuid4(),
         email=data["email"],
@@ -37,25 +75,46 @@ def create_admin(actor: TenantAdmin, data: dict[str, Any]) -> TenantAdmin:
         role=data["role"],
         password_hash=hash_password(data["password"]),
     )
-    db.session.add(admin)
     try:
         # Emails are unique across all tenants, and row-level security hides the
         # other tenants' admins from any pre-check: the constraint is the check.
-        db.session.flush()
+        # In a savepoint, so that the refusal can still be recorded.
+        with db.session.begin_nested():
+            db.session.add(admin)
+            db.session.flush()
     except IntegrityError as error:
         if getattr(error.orig, "sqlstate", None) == "23505":
+            # The same answer whether the address is this tenant's or another's,
+            # and nothing about which tenant holds it.
             raise Conflict(DUPLICATE_EMAIL) from None
         raise
     return admin
 
 
+def _lock_in_order(*admin_ids: uuid.UUID) -> None:
+    """Lock every row a role change reads (the actor, the target, every active
+    owner) in one statement, in id order. Two owners demoting each other at once
+    then queue on the same first row instead of each holding what the other
+    waits for (a deadlock); the second sees the first's change when it gets the
+    locks."""
+    db.session.execute(
+        select(TenantAdmin.id)
+        .where(
+            or_(
+                TenantAdmin.id.in_(admin_ids),
+                and_(TenantAdmin.role == AdminRole.OWNER, TenantAdmin.is_active.is_(True)),
+            )
+        )
+        .order_by(TenantAdmin.id)
+        .with_for_update()
+    ).all()
+
+
 def _active_owner_ids() -> set[uuid.UUID]:
-    # FOR UPDATE: two owners demoting each other at once must not both succeed.
+    # Already locked by _lock_in_order; read again, as they are now.
     return set(
         db.session.scalars(
-            select(TenantAdmin.id)
-            .where(TenantAdmin.role == AdminRole.OWNER, TenantAdmin.is_active.is_(True))
-            .with_for_update()
+            select(TenantAdmin.id).where(TenantAdmin.role == AdminRole.OWNER, TenantAdmin.is_active.is_(True))
         )
     )
 
@@ -70,6 +129,11 @@ def _keep_an_owner(target: TenantAdmin, new_role: AdminRole, new_active: bool) -
 
 
 def update_admin(actor: TenantAdmin, admin_id: uuid.UUID, changes: dict[str, Any]) -> TenantAdmin:
+    _lock_in_order(actor.id, admin_id)
+    # The actor as they are now: a concurrent request may have just demoted them.
+    actor = db.session.get(TenantAdmin, actor.id, populate_existing=True)
+    if actor is None or not actor.is_active:
+        raise Forbidden("Your account was changed meanwhile.")
     target = get_or_404(TenantAdmin, admin_id, for_update=True)
     require_can_manage(actor, target)
     new_role = changes.get("role", target.role)
@@ -91,6 +155,51 @@ def deactivate_admin(actor: TenantAdmin, admin_id: uuid.UUID) -> TenantAdmin:
 
 
 def set_password(admin: TenantAdmin, password: str) -> int:
-    """Change an admin's password; every session of theirs is revoked."""
+    """Change an admin's password; every session of theirs is revoked, and their
+    failed logins are forgotten."""
     admin.password_hash = hash_password(password)
+    _clear_throttles(admin, reason="password_changed")
     return revoke_admin_sessions(admin.id, reason="password_changed")
+
+
+def _clear_throttles(admin: TenantAdmin, *, reason: str) -> int:
+    cleared = db.session.execute(
+        delete(LoginThrottle)
+        .where(LoginThrottle.tenant_id == admin.tenant_id, LoginThrottle.admin_id == admin.id)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if cleared:
+        audit.record(
+            "auth.login_unlocked",
+            tenant_id=admin.tenant_id,
+            resource_type="admin",
+            resource_id=admin.id,
+            details={"reason": reason, "sources_cleared": cleared},
+        )
+    return cleared
+
+
+def unlock_admin(admin: TenantAdmin) -> int:
+    """Forget an admin's failed logins (operators: `flask admins unlock`). Recorded
+    even when there was nothing to clear: someone asked."""
+    cleared = _clear_throttles(admin, reason="unlocked")
+    if not cleared:
+        audit.record(
+            "auth.login_unlocked",
+            tenant_id=admin.tenant_id,
+            resource_type="admin",
+            resource_id=admin.id,
+            details={"reason": "unlocked", "sources_cleared": 0},
+        )
+    return cleared
+
+
+def release_email(admin: TenantAdmin) -> str:
+    """Give up a deactivated admin's email address (operators: `flask admins
+    release-email`): the admin row stays, with its history, under a placeholder
+    that can never be an address anyone logs in with."""
+    if admin.is_active:
+        raise Conflict("The admin is active: deactivate them first (PATCH .../admins/{id} is_active=false).")
+    admin.email = f"released-{admin.id.hex}@released.invalid"
+    revoke_admin_sessions(admin.id, reason="email_released")
+    return admin.email

@@ -2,13 +2,52 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import hashlib
+import hmac
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 
+from flask import current_app
+from sqlalchemy import select, text
+
+from wafaa import audit
+from wafaa.errors import ValidationFailed
+from wafaa.extensions import db
 from wafaa.models import AuditLog
 from wafaa.services.queries import page_of
 
+_PURGE = text(
+    """
+    WITH purged AS (DELETE FROM audit_logs WHERE created_at < :cutoff RETURNING tenant_id)
+    SELECT tenant_id, count(*) FROM purged GROUP BY tenant_id
+    """
+)
 
-def list_audit_logs(*, page: int, page_size: int, **filters) -> dict:
+
+def session_reference(session_id: str) -> str:
+    """A stable stand-in for a session id: the same session always gets the same
+    reference (entries can be matched up), but it cannot be turned back into the
+    id, which together with a signing key would make a token of that session."""
+    key = current_app.config["SECRET_KEY"].encode()
+    return "ref-" + hmac.new(key, f"session:{session_id}".encode(), hashlib.sha256).hexdigest()[:24]
+
+
+def _for_viewer(entry: AuditLog, reveal_sessions: bool) -> AuditLog | dict:
+    if reveal_sessions or entry.resource_type != "session" or entry.resource_id is None:
+        return entry
+    fields = {c.key: getattr(entry, c.key) for c in AuditLog.__table__.columns}
+    return {**fields, "resource_id": session_reference(entry.resource_id)}
+
+
+def list_audit_logs(*, page: int, page_size: int, reveal_sessions: bool = False, **filters) -> dict:
+    """One page of the tenant's log. Session ids are shown as references unless
+    `reveal_sessions` (owners)."""
+    result = _list_audit_logs(page=page, page_size=page_size, **filters)
+    result["items"] = [_for_viewer(entry, reveal_sessions) for entry in result["items"]]
+    return result
+
+
+def _list_audit_logs(*, page: int, page_size: int, **filters) -> dict:
     statement = select(AuditLog).order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
     for name in ("action", "resource_type", "user_id"):
         if filters.get(name) is not None:
@@ -18,3 +57,22 @@ def list_audit_logs(*, page: int, page_size: int, **filters) -> dict:
     if filters.get("until") is not None:
         statement = statement.where(AuditLog.created_at < filters["until"])
     return page_of(statement, page, page_size)
+
+
+def purge_audit_logs(cutoff: datetime | None = None) -> tuple[datetime, Counter]:
+    """Delete audit entries older than `cutoff` (default: AUDIT_RETENTION_DAYS
+    ago) in every tenant, and record in each tenant's log what was removed.
+    Operators only: runs in the system scope."""
+    now = datetime.now(UTC)
+    cutoff = cutoff or now - timedelta(days=current_app.config["AUDIT_RETENTION_DAYS"])
+    if cutoff > now:
+        raise ValidationFailed("The cut-off date is in the future: nothing newer than now can be purged.")
+    deleted = Counter(dict(db.session.execute(_PURGE, {"cutoff": cutoff}).all()))
+    for tenant_id, count in deleted.items():
+        audit.record(
+            "audit.purged",
+            tenant_id=tenant_id,
+            resource_type="audit_log",
+            details={"before": cutoff.isoformat(), "deleted": count},
+        )
+    return cutoff, deleted

@@ -22,7 +22,8 @@ from wafaa.db_pool import call_hot_path
 from wafaa.errors import ApiError, NotFound, Unauthorized
 from wafaa.extensions import db
 from wafaa.models import AuthSession, normalize_email
-from wafaa.passwords import hash_with_salt, rehash, salt_rounds
+from wafaa.passwords import gate, hash_with_salt, rehash, salt_rounds
+from wafaa.ratelimit import check_login_failure_budget, count_login_failure
 from wafaa.security import Identity, SessionRef, issue_tokens
 from wafaa.tenancy import system_scope
 
@@ -57,11 +58,20 @@ def _settle(deadline: float) -> None:
 
 
 def login(email: str, password: str) -> dict:
-    """Log in. The policy (lockout, the password comparison, the active flags, what
-    is recorded) is one database function, wafaa/sql/login.sql; the password hash
-    never leaves the database. This side does the one bcrypt check, with the
-    account's salt, and no database connection held while it runs."""
-    email = normalize_email(email)
+    """Log in. The policy (throttling, the password comparison, the active flags,
+    what is recorded) is one database function, wafaa/sql/login.sql; the password
+    hash never leaves the database. This side does the one bcrypt check, with the
+    account's salt, and no database connection held while it runs.
+
+    Before any of it: the service-wide budget of failed logins (429), and this
+    process's bound on logins in progress (503, wafaa.passwords.HashingGate).
+    """
+    check_login_failure_budget()
+    with gate().login():
+        return _login(normalize_email(email), password)
+
+
+def _login(email: str, password: str) -> dict:
     rounds = current_app.config["BCRYPT_ROUNDS"]
     # An unknown email gets a salt too, shaped like a real one.
     (salt,) = call_hot_path("wafaa_login_salt", email, rounds)
@@ -81,14 +91,17 @@ def login(email: str, password: str) -> dict:
         new_hash,
         current_app.config["LOGIN_LOCKOUT_THRESHOLD"],
         _lockout_window(),
+        timedelta(seconds=current_app.config["LOGIN_THROTTLE_BASE_SECONDS"]),
         session_id,
         refresh_jti,
         _refresh_lifetime(),
         audit.client_ip(),
+        audit.client_source(),
         _user_agent(),
         Jsonb(audit.with_context()),
     )
     if outcome != "started":
+        count_login_failure()
         _settle(settle)
         raise InvalidCredentials()
     return issue_tokens(SessionRef(session_id, tenant_id, admin_id, refresh_jti, expires_at))
@@ -145,9 +158,19 @@ def _refresh_with_stale_token(session: SessionRef, presented: str) -> dict:
         ).where(AuthSession.id == session.id)
     ).one()
     if current.revoked_at is None and current.previous_refresh_jti == presented and current.in_grace:
-        # Another request (a second tab) rotated this token a moment ago. Answer
-        # with the family's current refresh token instead of logging the user out.
-        return issue_tokens(replace(session, refresh_jti=current.refresh_jti, expires_at=current.expires_at))
+        # Another request (a second tab) rotated this token a moment ago: answer
+        # with an access token, so the user is not logged out, but never with the
+        # family's live refresh token, which a thief replaying a stolen one would
+        # otherwise walk away with. The client keeps using the refresh token the
+        # rotation gave the other tab.
+        audit.record(
+            "auth.refresh_grace_replay",
+            tenant_id=session.tenant_id,
+            resource_type="session",
+            resource_id=session.id,
+            actor_id=session.admin_id,
+        )
+        return issue_tokens(session, with_refresh=False)
     # An old refresh token came back after its successor was issued: it was
     # copied. Kill the whole family, the thief's tokens and the victim's alike.
     revoke_sessions(AuthSession.id == session.id, reason="refresh_reuse")
