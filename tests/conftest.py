@@ -189,3 +189,18 @@ def factory(app) -> Factory:
 @pytest.fixture
 def api(client, factory) -> ApiClient:
     return ApiClient(client, factory)
+
+
+@pytest.fixture
+def cli(app, runner):
+    """Invoke `flask <args>` in the app, the way the `flask` command does.
+
+    The real `flask` command (FlaskGroup) pushes an app context before running a
+    command; FlaskCliRunner.invoke on app.cli does not, so it is pushed here.
+    """
+
+    def invoke(*args: str, input: str | None = None):
+        with app.app_context():
+            return runner.invoke(args=list(args), input=input)
+
+    return invoke

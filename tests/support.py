@@ -163,3 +163,10 @@ def error_of(response) -> dict:
     assert error["status"] == response.status_code
     assert error["request_id"] == response.headers["X-Request-ID"]
     return error
+
+
+def assert_refused(result, *fragments: str) -> None:
+    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
+    assert "Error:" in result.output, result.output
+    for fragment in fragments:
+        assert fragment.lower() in result.output.lower(), result.output

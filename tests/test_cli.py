@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import error_of
+from tests.support import assert_refused, error_of
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGIN = "/api/v1/auth/login"
@@ -22,21 +22,6 @@ SEED_PASSWORD = "wafaa-demo-password"  # TestConfig's SEED_ADMIN_PASSWORD
 DEMO_SLUGS = ("acme", "globex", "initech")
 NEW_PASSWORD = "a-brand-new-password-42"
 TABLES = ("tenants", "tenant_admins", "auth_sessions", "audit_logs")
-
-
-@pytest.fixture
-def cli(app, runner):
-    """Invoke `flask <args>` in the app, the way the `flask` command does.
-
-    The real `flask` command (FlaskGroup) pushes an app context before running a
-    command; FlaskCliRunner.invoke on app.cli does not, so it is pushed here.
-    """
-
-    def invoke(*args: str, input: str | None = None):
-        with app.app_context():
-            return runner.invoke(args=list(args), input=input)
-
-    return invoke
 
 
 def counts(raw_db) -> dict[str, int]:
@@ -76,13 +61,6 @@ def create_tenant(cli, slug="wonka", email="willy@wonka.example.com", password="
     for option, value in extra.items():
         args += [f"--{option.replace('_', '-')}", value]
     return cli(*args, input=password + "\n")
-
-
-def assert_refused(result, *fragments: str) -> None:
-    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
-    assert "Error:" in result.output, result.output
-    for fragment in fragments:
-        assert fragment.lower() in result.output.lower(), result.output
 
 
 # --- flask seed -------------------------------------------------------------------------

@@ -130,10 +130,11 @@ def _keep_an_owner(target: TenantAdmin, new_role: AdminRole, new_active: bool) -
 
 def update_admin(actor: TenantAdmin, admin_id: uuid.UUID, changes: dict[str, Any]) -> TenantAdmin:
     _lock_in_order(actor.id, admin_id)
-    # The actor as they are now: a concurrent request may have just demoted them.
-    actor = db.session.get(TenantAdmin, actor.id, populate_existing=True)
-    if actor is None or not actor.is_active:
-        raise Forbidden("Your account was changed meanwhile.")
+    # The actor as they are now: a concurrent request may have just demoted them
+    # (the other half of two owners demoting each other).
+    current = db.session.get(TenantAdmin, actor.id, populate_existing=True)
+    if current is None or not current.is_active or current.role is not actor.role:
+        raise Conflict("Your own role changed while this request waited. Reload and retry.")
     target = get_or_404(TenantAdmin, admin_id, for_update=True)
     require_can_manage(actor, target)
     new_role = changes.get("role", target.role)
