@@ -55,9 +55,7 @@ def test_trusted_hosts_refuse_any_other_host_in_the_error_format(make_app):
 # --- 2. the cross-tenant email oracle -------------------------------------------------------
 
 
-def test_an_email_used_in_another_tenant_is_refused_without_saying_where_and_the_refusal_stands(
-    api, factory, raw_db
-):
+def test_an_email_used_in_another_tenant_is_refused_without_saying_where_and_the_refusal_stands(api, factory, raw_db):
     mine, theirs = factory.world(), factory.world()
     response = api.post(ADMINS, mine.owner, json=_new_admin(theirs.owner.email))
     assert response.status_code == 409
