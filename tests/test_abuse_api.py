@@ -6,8 +6,10 @@ the login gate, and owners demoting each other at the same moment."""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+import psycopg
 import pytest
 import requests
 
@@ -258,11 +260,29 @@ def test_logins_beyond_the_gate_get_503_with_retry_after_and_the_rest_of_the_api
 # --- 9. two owners demoting each other at the same moment ----------------------------------------
 
 
+def _wait_for_lock_waiters(conn, count: int, timeout: float = 20.0) -> None:
+    """Until `count` backends of this database wait on a row lock."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        waiting = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).fetchone()[0]
+        if waiting >= count:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"fewer than {count} requests waited on the row locks")
+
+
 @pytest.mark.gunicorn
-def test_concurrent_mutual_demotions_never_deadlock(factory, raw_db):
+def test_concurrent_mutual_demotions_never_deadlock(factory, raw_db, superuser_url):
+    """Both owners' requests are authenticated (as owners) and inside the service
+    at the same moment: a transaction of the test holds both rows until the two
+    requests wait on them, then lets go. Locking in different orders deadlocked
+    here (503); in one order, one demotion wins and the other sees that its
+    sender is no longer an owner (409)."""
     env = {"DB_POOL_SIZE": "8", "RATELIMIT_AUTHENTICATED": "1000000/day"}
     outcomes = []
-    with GunicornServer(workers=2, threads=4, env=env) as server:
+    with GunicornServer(workers=2, threads=4, env=env) as server, psycopg.connect(superuser_url) as gate:
 
         def token(admin) -> str:
             body = {"email": admin.email, "password": admin.password}
@@ -272,11 +292,9 @@ def test_concurrent_mutual_demotions_never_deadlock(factory, raw_db):
             world = factory.world()
             first, second = world.owner, factory.admin(world.tenant, "owner")
             tokens = {first.id: token(first), second.id: token(second)}
-            barrier = threading.Barrier(2)
 
-            def demote(pair, barrier=barrier, tokens=tokens):
+            def demote(pair, tokens=tokens):
                 actor, target = pair
-                barrier.wait(timeout=30)
                 return requests.patch(
                     f"{server.url}{ADMINS}/{target.id}",
                     json={"role": "admin"},
@@ -284,8 +302,12 @@ def test_concurrent_mutual_demotions_never_deadlock(factory, raw_db):
                     timeout=30,
                 )
 
+            gate.execute("SELECT 1 FROM tenant_admins WHERE id IN (%s, %s) FOR UPDATE", (first.id, second.id))
             with ThreadPoolExecutor(2) as pool:
-                responses = list(pool.map(demote, [(first, second), (second, first)]))
+                futures = [pool.submit(demote, pair) for pair in [(first, second), (second, first)]]
+                _wait_for_lock_waiters(raw_db, 2)
+                gate.commit()
+                responses = [future.result() for future in futures]
             outcomes.append(sorted(r.status_code for r in responses))
             owners = raw_db.execute(
                 "SELECT count(*) FROM tenant_admins WHERE tenant_id = %s AND role = 'owner' AND is_active",
