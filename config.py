@@ -142,8 +142,22 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+# gunicorn's threads per worker (gunicorn.conf.py). Many: a thread is made only
+# when a request needs one, and logins held in a flood (wafaa.passwords) sleep on
+# theirs, so the API still finds free ones. How many requests use the database at
+# once is the pool's business (DB_POOL_SIZE), not this.
+DEFAULT_THREADS = 256
+
+
 def default_threads() -> int:
-    return env_int("GUNICORN_THREADS", 4, minimum=1)
+    return env_int("GUNICORN_THREADS", DEFAULT_THREADS, minimum=1)
+
+
+def default_login_concurrency(hash_slots: int) -> int:
+    """Logins in progress per worker: all threads but an eighth (two at least),
+    which are the API's whatever the logins do."""
+    threads = default_threads()
+    return max(hash_slots, threads - max(2, threads // 8))
 
 
 def default_hash_slots() -> int:
@@ -400,21 +414,22 @@ class Config:
         self.LOGIN_LOCKOUT_THRESHOLD = env_int("LOGIN_LOCKOUT_THRESHOLD", 10, minimum=1, maximum=100)
         self.LOGIN_LOCKOUT_WINDOW_MINUTES = env_int("LOGIN_LOCKOUT_WINDOW_MINUTES", 15, minimum=1, maximum=24 * 60)
         self.LOGIN_THROTTLE_BASE_SECONDS = env_int("LOGIN_THROTTLE_BASE_SECONDS", 1, minimum=1, maximum=60)
-        # Password hashing (bcrypt) per worker process: this many at once, the
-        # others wait at most PASSWORD_HASH_WAIT_MS; at most LOGIN_CONCURRENCY
-        # logins (hashing or waiting) at once, so the rest of the API always has
-        # threads. A login that cannot start is answered 503 with Retry-After.
+        # Password hashing (bcrypt) per worker process: this many at once, at a
+        # lower CPU priority than the API, the others wait about
+        # PASSWORD_HASH_WAIT_MS (+-50 %); at most LOGIN_CONCURRENCY logins (hashing
+        # or waiting) at once, so the rest of the API always has threads. A login
+        # that cannot start is answered 503 with Retry-After (wafaa.passwords).
         self.PASSWORD_HASH_CONCURRENCY = env_int(
             "PASSWORD_HASH_CONCURRENCY", self.DEFAULT_HASH_SLOTS or default_hash_slots(), minimum=1
         )
         self.LOGIN_CONCURRENCY = env_int(
             "LOGIN_CONCURRENCY",
-            self.DEFAULT_LOGIN_CONCURRENCY or max(self.PASSWORD_HASH_CONCURRENCY, default_threads() // 2),
+            self.DEFAULT_LOGIN_CONCURRENCY or default_login_concurrency(self.PASSWORD_HASH_CONCURRENCY),
             minimum=1,
         )
         if self.LOGIN_CONCURRENCY < self.PASSWORD_HASH_CONCURRENCY:
             raise ConfigError("LOGIN_CONCURRENCY must be at least PASSWORD_HASH_CONCURRENCY")
-        self.PASSWORD_HASH_WAIT_MS = env_int("PASSWORD_HASH_WAIT_MS", 2000, minimum=0, maximum=30_000)
+        self.PASSWORD_HASH_WAIT_MS = env_int("PASSWORD_HASH_WAIT_MS", 3000, minimum=0, maximum=20_000)
         # Every failed login answers this long after its password check, so that
         # an unknown email (nothing to write) and a known one (an audit row) take
         # the same time.
@@ -513,8 +528,14 @@ class ProductionConfig(Config):
             problem = weak_secret_problem(getattr(self, name))
             if problem:
                 raise ConfigError(f"{name} {problem}")
-        if self.SEED_ADMIN_PASSWORD and is_published(self.SEED_ADMIN_PASSWORD):
-            raise ConfigError("SEED_ADMIN_PASSWORD is a value written in the repository (the demo password?)")
+        if self.SEED_ADMIN_PASSWORD:
+            from wafaa.passwords import password_problem  # the package imports this module
+
+            problem = password_problem(self.SEED_ADMIN_PASSWORD)
+            if problem:
+                raise ConfigError(f"SEED_ADMIN_PASSWORD: {problem}")
+            if is_published(self.SEED_ADMIN_PASSWORD):
+                raise ConfigError("SEED_ADMIN_PASSWORD is a value written in the repository (the demo password?)")
         if self.SECRET_KEY == self.JWT_SECRET_KEY:
             raise ConfigError("JWT_SECRET_KEY must differ from SECRET_KEY")
         if self.DEBUG:

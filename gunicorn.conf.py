@@ -11,6 +11,7 @@ import sys
 
 from gunicorn.glogging import Logger
 
+from config import default_threads
 from wafaa.logging import JsonFormatter
 
 
@@ -33,7 +34,7 @@ if _control_socket:
 # worker use a second core during bcrypt. Keep DB_POOL_SIZE >= threads.
 workers = _int("WEB_CONCURRENCY", os.cpu_count() or 2)
 worker_class = "gthread"
-threads = _int("GUNICORN_THREADS", 4)
+threads = default_threads()  # 256 unless GUNICORN_THREADS says otherwise (config.py: why)
 
 # A request that takes 30 s is stuck: the worker is replaced. The database pool
 # gives up sooner (DB_POOL_TIMEOUT), so a saturated pool answers 503, not a kill.

@@ -257,6 +257,67 @@ def test_logins_beyond_the_gate_get_503_with_retry_after_and_the_rest_of_the_api
     assert me.status_code == 200
 
 
+def test_password_checks_run_on_threads_of_lower_cpu_priority_than_the_api(make_app):
+    import os
+
+    from wafaa.passwords import HASHING_NICE
+
+    app = make_app()
+    with app.app_context():
+        gate = app.extensions["wafaa_hashing_gate"]
+        nice = gate.run(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+    assert nice == min(19, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + HASHING_NICE)
+
+
+def test_a_login_waiting_for_a_slot_has_not_touched_the_database(make_app, factory, monkeypatch):
+    """The slot comes first: a login queued behind another's password check has
+    made no round trip and holds no connection, so waiting costs nothing else."""
+    from wafaa.services import sessions
+
+    calls = []
+    real_call = sessions.call_hot_path
+
+    def counted(name, *args):
+        calls.append(name)
+        return real_call(name, *args)
+
+    monkeypatch.setattr(sessions, "call_hot_path", counted)
+    app = make_app(PASSWORD_HASH_CONCURRENCY="1", LOGIN_CONCURRENCY="8", PASSWORD_HASH_WAIT_MS="20000")
+    world = factory.world()
+    gate = app.extensions["wafaa_hashing_gate"]
+    threads = ThreadPoolExecutor(4)
+    with app.app_context():
+        from wafaa.extensions import db
+
+        pool = db.engine.pool
+        with gate.slot():  # someone else's password check
+            body = {"email": world.owner.email, "password": PASSWORD}
+            waiting = [threads.submit(app.test_client().post, LOGIN, json=body) for _ in range(4)]
+            deadline = time.monotonic() + 10
+            # Until all four wait on the slot's semaphore.
+            while len(gate._slots._cond._waiters) < 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(gate._slots._cond._waiters) == 4
+            checked_out, calls_while_waiting = pool.checkedout(), list(calls)
+    statuses = [future.result().status_code for future in waiting]
+    threads.shutdown()
+    assert checked_out == 0 and calls_while_waiting == []
+    assert statuses == [200] * 4
+
+
+def test_a_login_refused_by_the_failure_budget_is_held_like_one_without_a_slot(make_app):
+    """Refusals must not let a flood loop faster than logins that wait: the 429
+    comes after the gate's wait (PASSWORD_HASH_WAIT_MS, give or take half)."""
+    client = make_app(RATELIMIT_LOGIN_FAILURES="1/hour", PASSWORD_HASH_WAIT_MS="400").test_client()
+    body = {"email": "nobody@example.com", "password": "wrong-password-1"}
+    assert client.post(LOGIN, json=body).status_code == 401
+    started = time.monotonic()
+    refused = client.post(LOGIN, json=body)
+    held = time.monotonic() - started
+    assert refused.status_code == 429
+    assert held >= 0.2, held
+
+
 # --- 9. two owners demoting each other at the same moment ----------------------------------------
 
 

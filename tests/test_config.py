@@ -217,6 +217,9 @@ def test_production_refuses_the_demo_password(production_env):
     production_env.setenv("SEED_ADMIN_PASSWORD", config.DEMO_PASSWORD)
     with pytest.raises(ConfigError, match="SEED_ADMIN_PASSWORD"):
         ProductionConfig()
+    production_env.setenv("SEED_ADMIN_PASSWORD", "x")
+    with pytest.raises(ConfigError, match="SEED_ADMIN_PASSWORD: Password must be at least 12"):
+        ProductionConfig()
     production_env.setenv("SEED_ADMIN_PASSWORD", secrets.token_urlsafe(16))
     assert ProductionConfig().SEED_ADMIN_PASSWORD
 

@@ -7,8 +7,12 @@ emails have accounts.
 
 from __future__ import annotations
 
+import os
+import random
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import bcrypt
@@ -47,16 +51,21 @@ class HashingGate:
     logins take, so that a flood of logins cannot starve the rest of the API.
 
     At most `slots` hashes run at once (bcrypt releases the GIL: each takes a
-    core); a hash waits at most `wait` seconds for a slot. At most `logins` logins
-    are in progress at once (hashing, or waiting to); one more is refused at once.
-    Either refusal is a 503 with Retry-After (wafaa.errors.Busy). Every login,
-    whatever its email, passes the same gates, so waiting tells nothing.
+    core), on threads of the lowest useful CPU priority (HASHING_NICE), so that a
+    request of the API is never queued behind a password check for a core. A hash
+    waits for a slot `wait` seconds at most, give or take half: a flood's
+    connections are held meanwhile, on a sleeping thread with neither the GIL nor
+    a database connection, and come back spread out rather than all at once. At
+    most `logins` logins are in progress (hashing, or waiting to); one more is
+    refused at once. Either refusal is a 503 with Retry-After (wafaa.errors.Busy).
+    Every login, whatever its email, passes the same gates: waiting tells nothing.
     """
 
     def __init__(self, slots: int, logins: int, wait: float) -> None:
         self._slots = threading.BoundedSemaphore(slots)
         self._logins = threading.BoundedSemaphore(logins)
         self._wait = wait
+        self._held = threading.local()
 
     @contextmanager
     def login(self) -> Iterator[None]:
@@ -67,14 +76,62 @@ class HashingGate:
         finally:
             self._logins.release()
 
+    def hold(self) -> None:
+        """Wait as long as a login that gets no slot does, for a login refused for
+        another reason (the service-wide failure budget): a flood's refusals must
+        not come back faster than its waits."""
+        time.sleep(self._jittered_wait())
+
+    def _jittered_wait(self) -> float:
+        return self._wait * random.uniform(0.5, 1.5)
+
     @contextmanager
-    def hashing(self) -> Iterator[None]:
-        if not self._slots.acquire(timeout=self._wait):
+    def slot(self) -> Iterator[None]:
+        """A hashing slot for this thread, for as long as the block runs. A login
+        takes it before anything else (before its database round trips), so that a
+        login that must wait costs nothing but the wait."""
+        if getattr(self._held, "slot", False):  # this thread has one already
+            yield
+            return
+        if not self._slots.acquire(timeout=self._jittered_wait()):
             raise Busy()
+        self._held.slot = True
         try:
             yield
         finally:
+            self._held.slot = False
             self._slots.release()
+
+    def run(self, function: Callable[..., bytes], *args: bytes) -> bytes:
+        """`function(*args)` in a hashing slot, on a low-priority thread."""
+        with self.slot():
+            return _hashing_threads().submit(function, *args).result()
+
+
+# bcrypt niced this much below the API: under load a password check takes longer,
+# and a request of the API does not. Not the lowest (19): logins must still finish
+# within gunicorn's timeout when the API keeps every core busy.
+HASHING_NICE = 10
+_threads: tuple[int, ThreadPoolExecutor] | None = None
+_threads_lock = threading.Lock()
+
+
+def _lower_priority() -> None:
+    # Linux gives every thread its own nice value; lowering it needs no privilege.
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICE)
+    except (AttributeError, OSError):  # not Linux, or not allowed: full priority
+        pass
+
+
+def _hashing_threads() -> ThreadPoolExecutor:
+    """The process's hashing threads (made after a fork, never inherited). As many
+    as hashes may run at once; the gates' semaphores decide how many do."""
+    global _threads
+    with _threads_lock:
+        if _threads is None or _threads[0] != os.getpid():
+            _threads = (os.getpid(), ThreadPoolExecutor(64, "wafaa-bcrypt", _lower_priority))
+        return _threads[1]
 
 
 def gate() -> HashingGate:
@@ -91,8 +148,7 @@ def init_app(app: Flask) -> None:
 
 def _hashpw(password: bytes, salt: bytes) -> bytes:
     """bcrypt, in one of the process's hashing slots."""
-    with gate().hashing():
-        return bcrypt.hashpw(password, salt)
+    return gate().run(bcrypt.hashpw, password, salt)
 
 
 def hash_password(password: str) -> str:

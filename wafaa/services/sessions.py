@@ -19,7 +19,7 @@ from sqlalchemy import delete, func, or_, select, update
 
 from wafaa import audit
 from wafaa.db_pool import call_hot_path
-from wafaa.errors import ApiError, NotFound, Unauthorized
+from wafaa.errors import ApiError, NotFound, TooManyRequests, Unauthorized
 from wafaa.extensions import db
 from wafaa.models import AuthSession, normalize_email
 from wafaa.passwords import gate, hash_with_salt, rehash, salt_rounds
@@ -63,26 +63,34 @@ def login(email: str, password: str) -> dict:
     hash never leaves the database. This side does the one bcrypt check, with the
     account's salt, and no database connection held while it runs.
 
-    Before any of it: the service-wide budget of failed logins (429), and this
-    process's bound on logins in progress (503, wafaa.passwords.HashingGate).
+    Before any of it: this process's bound on logins in progress and on
+    password checks (503, wafaa.passwords.HashingGate), and the service-wide
+    budget of failed logins (429, answered after the same wait as a login that
+    found no slot, so that a flood gains no speed from being refused).
     """
-    check_login_failure_budget()
     with gate().login():
-        return _login(normalize_email(email), password)
+        try:
+            check_login_failure_budget()
+        except TooManyRequests:
+            gate().hold()
+            raise
+        return _login(email, password)
 
 
 def _login(email: str, password: str) -> dict:
     rounds = current_app.config["BCRYPT_ROUNDS"]
-    # An unknown email gets a salt too, shaped like a real one.
-    (salt,) = call_hot_path("wafaa_login_salt", email, rounds)
-    candidate = hash_with_salt(password, salt)
-    # Every failure answers at the same moment after the check: an unknown email
-    # writes nothing, a known one an audit row, and that difference must not be
-    # visible as time.
-    settle = time.monotonic() + current_app.config["LOGIN_FAILURE_SETTLE_MS"] / 1000
-    # A hash cheaper than today's cost is upgraded on success, while the
-    # plaintext is at hand (a second bcrypt, only for such accounts).
-    new_hash = rehash(password) if candidate is not None and salt_rounds(salt) < rounds else None
+    with gate().slot():
+        email = normalize_email(email)
+        # An unknown email gets a salt too, shaped like a real one.
+        (salt,) = call_hot_path("wafaa_login_salt", email, rounds)
+        candidate = hash_with_salt(password, salt)
+        # Every failure answers at the same moment after the check: an unknown
+        # email writes nothing, a known one an audit row, and that difference must
+        # not be visible as time.
+        settle = time.monotonic() + current_app.config["LOGIN_FAILURE_SETTLE_MS"] / 1000
+        # A hash cheaper than today's cost is upgraded on success, while the
+        # plaintext is at hand (a second bcrypt, only for such accounts).
+        new_hash = rehash(password) if candidate is not None and salt_rounds(salt) < rounds else None
     session_id, refresh_jti = uuid.uuid4(), _new_jti()
     outcome, tenant_id, admin_id, expires_at = call_hot_path(
         "wafaa_login",
