@@ -5,6 +5,7 @@ the login gate, and owners demoting each other at the same moment."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -257,16 +258,15 @@ def test_logins_beyond_the_gate_get_503_with_retry_after_and_the_rest_of_the_api
     assert me.status_code == 200
 
 
-def test_password_checks_run_on_threads_of_lower_cpu_priority_than_the_api(make_app):
-    import os
-
-    from wafaa.passwords import HASHING_NICE
-
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux's idle scheduling class")
+def test_password_checks_run_in_the_idle_scheduling_class(make_app):
+    """Any thread of the API that wakes takes the core from a password check."""
     app = make_app()
     with app.app_context():
         gate = app.extensions["wafaa_hashing_gate"]
-        nice = gate.run(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-    assert nice == min(19, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + HASHING_NICE)
+        policy = gate.run(lambda: os.sched_getscheduler(threading.get_native_id()))
+    assert policy == os.SCHED_IDLE
+    assert os.sched_getscheduler(threading.get_native_id()) == os.SCHED_OTHER  # the caller's is untouched
 
 
 def test_a_login_waiting_for_a_slot_has_not_touched_the_database(make_app, factory, monkeypatch):
