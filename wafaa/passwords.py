@@ -133,8 +133,9 @@ def _lower_priority() -> None:
 
 
 def _hashing_threads() -> ThreadPoolExecutor:
-    """The process's hashing threads (made after a fork, never inherited). As many
-    as hashes may run at once; the gates' semaphores decide how many do."""
+    """The process's hashing threads (made after a fork, never inherited, and only
+    as many as are ever busy at once, 64 at most); the gates' semaphores decide
+    how many hashes run."""
     global _threads
     with _threads_lock:
         if _threads is None or _threads[0] != os.getpid():
