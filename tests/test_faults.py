@@ -68,6 +68,11 @@ def test_outage_is_503_everywhere_and_the_app_recovers_without_restart(private_p
             assert time.monotonic() - started < 3
             assert health.status_code == 503
             assert health.json()["checks"]["database"] == {"status": "unavailable"}
+            # Liveness asks nothing of the database: the process is fine.
+            assert requests.get(f"{server.url}/livez", timeout=10).json() == {"status": "ok"}
+            ready = requests.get(f"{server.url}/readyz", timeout=10)
+            assert ready.status_code == 503
+            assert ready.json() == {"status": "unavailable", "checks": {"database": {"status": "unavailable"}}}
 
             # The revocation check cannot reach the database: the request is
             # refused, as unavailable, not let through and not blamed on the token.

@@ -27,7 +27,7 @@ from wafaa.extensions import db
 from wafaa.schema_kit import SQL_DIR
 from wafaa.tenancy import current_scope, engine_for, system_scope
 
-HEAD = "0006_abuse_hardening"
+HEAD = "0007_readiness"
 TABLES = {"tenants", "tenant_admins", "auth_sessions", "audit_logs", "login_throttles"}
 TABLES_OF_0005 = TABLES - {"login_throttles"}
 ENUM_TYPES = {"subscription_tier", "admin_role"}
@@ -247,6 +247,8 @@ def assert_rls_on(scratch: Scratch) -> None:
         ("audit_logs", "SELECT"),
         # Only the login function writes it.
         ("login_throttles", "SELECT"),
+        # GET /readyz compares the database's revision with the code's head.
+        ("alembic_version", "SELECT"),
     }
     # Audit rows are inserted with the server's clock: every column but created_at.
     assert {c for t, c in scratch.column_grants("INSERT") if t == "audit_logs"} == {
@@ -357,6 +359,9 @@ def test_downgrade_of_0003_removes_row_level_security_and_keeps_the_data(scratch
 def test_downgrade_step_by_step_reaches_base(scratch):
     scratch.upgrade()
     scratch.flask_db("downgrade")  # one step: the default revision is -1
+    assert scratch.version() == ["0006_abuse_hardening"]
+    assert ("alembic_version", "SELECT") not in scratch.grants()
+    scratch.flask_db("downgrade")
     assert scratch.version() == ["0005_isolation_by_structure"]
     assert "login_throttles" not in scratch.tables()
     assert "wafaa_login" in scratch.functions()

@@ -18,6 +18,8 @@ from tests.support import error_of
 PUBLIC_OPERATIONS = {
     ("post", "/api/v1/auth/login"),
     ("get", "/health"),
+    ("get", "/livez"),
+    ("get", "/readyz"),
     ("get", "/api/v1/system/info"),
 }
 EXPECTED_OPERATIONS = PUBLIC_OPERATIONS | {
@@ -170,8 +172,8 @@ def test_error_responses_use_the_error_envelope(spec):
         errors = {status: r for status, r in operation["responses"].items() if is_error_status(status)}
         assert errors, key
         for status, response in errors.items():
-            if key == ("get", "/health") and status == "503":
-                continue  # the health probe answers 503 with its own (health) body
+            if key in {("get", "/health"), ("get", "/readyz")} and status == "503":
+                continue  # the probes answer 503 with their own (check) body
             schema = json_schema_of(spec, response)
             assert schema is not None, f"{key} {status} has no JSON schema"
             assert set(schema["properties"]) == {"error"}, f"{key} {status}"

@@ -26,7 +26,7 @@ log = logging.getLogger("wafaa.health")
 CHECK_TIMEOUT_SECONDS = 2
 
 
-def _engine() -> Engine:
+def health_engine() -> Engine:
     engine = current_app.extensions.get("wafaa_health_engine")
     if engine is None:
         engine = create_engine(
@@ -45,7 +45,7 @@ def database_checks() -> dict[str, dict]:
     problem itself goes to the log, not to this public answer."""
     started = time.perf_counter()
     try:
-        with _engine().connect() as conn:
+        with health_engine().connect() as conn:
             conn.execute(text("SELECT 1"))
             latency_ms = round((time.perf_counter() - started) * 1000, 1)
             problem = check_connection(conn.exec_driver_sql)

@@ -103,7 +103,7 @@ ROUTE_LIMITS = {
 
 # Probes and documentation are never limited: a load balancer's health checks must
 # not depend on the limiter's storage, nor eat into anyone's budget.
-UNLIMITED_ENDPOINTS = frozenset({"system.health", "system.info"})
+UNLIMITED_ENDPOINTS = frozenset({"system.health", "system.livez", "system.readyz", "system.info"})
 UNLIMITED_BLUEPRINTS = frozenset({"api-docs", "docs-assets"})
 
 

@@ -1,4 +1,4 @@
-"""System endpoints: the health probe and what the service is."""
+"""System endpoints: the probes (health, liveness, readiness) and what the service is."""
 
 from datetime import UTC, datetime
 
@@ -7,7 +7,8 @@ from flask import current_app
 from wafaa.api import Blueprint
 from wafaa.health import database_checks
 from wafaa.ratelimit import storage_check
-from wafaa.schemas.system import HealthSchema, SystemInfoSchema
+from wafaa.readiness import readiness_checks
+from wafaa.schemas.system import HealthSchema, LivenessSchema, ReadinessSchema, SystemInfoSchema
 
 blp = Blueprint("system", __name__, description="Health and service information")
 
@@ -31,6 +32,35 @@ def health():
         checks["rate_limit_storage"] = limiter_storage
     healthy = all(check["status"] == "ok" for check in checks.values())
     return {"status": "ok" if healthy else "unavailable", "checks": checks}, 200 if healthy else 503
+
+
+@blp.route("/livez")
+@blp.public
+@blp.response(200, LivenessSchema)
+def livez():
+    """Liveness: the process answers
+
+    No database, no Redis: an orchestrator restarts the process only when the
+    process itself is stuck, never because a dependency is down.
+    """
+    return {"status": "ok"}
+
+
+@blp.route("/readyz")
+@blp.public
+@blp.response(200, ReadinessSchema)
+@blp.alt_response(503, schema=ReadinessSchema, description="Not ready: a check failed")
+def readyz():
+    """Readiness: this process may take traffic
+
+    /health's checks, and: the database is at the code's migration head
+    (`migrations`), and every tenant-scoped table has its row-level security,
+    policies and grants (`row_level_security`). 503 with the same body when one
+    fails; what failed is logged, not shown.
+    """
+    checks = readiness_checks()
+    ready = all(check["status"] == "ok" for check in checks.values())
+    return {"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503
 
 
 @blp.route("/api/v1/system/info")

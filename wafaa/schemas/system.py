@@ -19,6 +19,32 @@ class ChecksSchema(Schema):
     rate_limit_storage = fields.Nested(CheckSchema, metadata={"description": "Present when the storage is Redis"})
 
 
+class ReadinessChecksSchema(ChecksSchema):
+    migrations = fields.Nested(
+        Schema.from_dict(
+            {"status": fields.String(required=True, validate=validate.OneOf(["ok", "behind", "unavailable"]))},
+            name="MigrationsCheck",
+        ),
+        metadata={"description": "Present when the database answered: is it at the code's migration head"},
+    )
+    row_level_security = fields.Nested(
+        Schema.from_dict(
+            {"status": fields.String(required=True, validate=validate.OneOf(["ok", "unsafe", "unavailable"]))},
+            name="RowLevelSecurityCheck",
+        ),
+        metadata={"description": "Present when the database answered: does every tenant table have its isolation"},
+    )
+
+
+class ReadinessSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
+    checks = fields.Nested(ReadinessChecksSchema, required=True)
+
+
+class LivenessSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ok"]))
+
+
 class HealthSchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
     checks = fields.Nested(ChecksSchema, required=True)
