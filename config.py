@@ -134,12 +134,42 @@ def env_hosts(name: str) -> list[str] | None:
     return hosts
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity), at least one."""
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPUs this process may use, at least one: its affinity, and in a
+    container its CPU quota (cgroup v2 `cpu.max`, or v1 `cpu.cfs_quota_us`),
+    rounded up. The host's core count would start a worker per host core in a
+    container allowed two."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(cgroup)
+    return max(1, min(cpus, quota) if quota else cpus)
+
+
+def cgroup_cpu_quota(root: Path) -> int | None:
+    """CPUs' worth of time the cgroup allows per period, rounded up; None if no limit."""
+    try:
+        fields = (root / "cpu.max").read_text().split()  # v2: "max 100000" or "150000 100000"
+    except OSError:
+        try:  # v1
+            fields = [(root / "cpu" / name).read_text().strip() for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us")]
+        except OSError:
+            return None
+    try:
+        quota, period = int(fields[0]), int(fields[1])
+    except (ValueError, IndexError):  # "max", "-1": no limit
+        return None
+    return math.ceil(quota / period) if quota > 0 and period > 0 else None
+
+
+def load_environment_file() -> None:
+    """`.env` into the environment (real variables win), for the configurations
+    that read it: gunicorn.conf.py calls this before it reads HOST, PORT,
+    WEB_CONCURRENCY and the rest, which the app's config would otherwise read
+    from `.env` too late for gunicorn."""
+    if config_class_from_env().LOAD_DOTENV:
+        load_dotenv(BASE_DIR / ".env", override=False)
 
 
 # gunicorn's threads per worker (gunicorn.conf.py). Many: a thread is made only

@@ -12,12 +12,16 @@ import sys
 
 from gunicorn.glogging import Logger
 
-from config import default_threads
+from config import default_threads, load_environment_file, usable_cpus
 from wafaa.logging import JsonFormatter
+
+# `.env` first: everything below reads the environment.
+load_environment_file()
 
 
 def _int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+    value = os.environ.get(name, "").strip()  # empty, as in .env.example: the default
+    return int(value) if value else default
 
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
@@ -32,8 +36,9 @@ if _control_socket:
 
 # One process per core: the work is CPU-bound Python (and bcrypt, which releases
 # the GIL). Threads inside each worker overlap the waits on PostgreSQL and let a
-# worker use a second core during bcrypt. Keep DB_POOL_SIZE >= threads.
-workers = _int("WEB_CONCURRENCY", os.cpu_count() or 2)
+# worker use a second core during bcrypt. The CPUs are those this process may use
+# (its affinity, a container's quota), not the host's.
+workers = _int("WEB_CONCURRENCY", usable_cpus())
 worker_class = "gthread"
 threads = default_threads()  # 256 unless GUNICORN_THREADS says otherwise (config.py: why)
 
@@ -42,9 +47,15 @@ threads = default_threads()  # 256 unless GUNICORN_THREADS says otherwise (confi
 timeout = _int("GUNICORN_TIMEOUT", 30)
 # On SIGTERM (deploys), requests in flight get this long to finish.
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
-# Behind a load balancer that reuses connections, keep them open a little longer
-# than nothing, but shorter than the balancer's own idle timeout.
-keepalive = _int("GUNICORN_KEEPALIVE", 5)
+# Idle connections stay open longer than a load balancer's own idle timeout (AWS
+# ALB: 60 s; nginx upstream keepalive_timeout: 60 s): the balancer must be the one
+# to close them. If the app closed first, a request the balancer sent on the
+# closing connection would fail as a 502. An idle connection waits in the poller,
+# not on a thread.
+keepalive = _int("GUNICORN_KEEPALIVE", 75)
+# Workers' heartbeat files on a RAM disk: on a slow or full disk, the heartbeat
+# writes would block workers and get them killed.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # Recycle workers now and then, with jitter so they do not all restart at once.
 max_requests = _int("GUNICORN_MAX_REQUESTS", 100_000)
 max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 10_000)

@@ -1,0 +1,116 @@
+"""gunicorn.conf.py does what it says: `.env` reaches gunicorn's settings, the
+worker count follows the CPUs this process may use, idle connections outlive a
+load balancer's, and .env.example lists every variable the code reads."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config import Config, TestConfig, cgroup_cpu_quota
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = Path(sys.executable).with_name("gunicorn")
+
+
+def _printed_config(directory: Path, env: dict[str, str]) -> dict[str, str]:
+    """gunicorn's own resolved settings (`--print-config`), as it would serve."""
+    run = subprocess.run(
+        [str(GUNICORN), "-c", "gunicorn.conf.py", "--print-config", "wsgi:app"],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    return dict(re.findall(r"^(\w+)\s+= (.*)$", run.stdout, re.MULTILINE))
+
+
+@pytest.fixture
+def checkout(tmp_path) -> Path:
+    """A copy of the tracked files, so that a `.env` written for a test never
+    touches the working tree."""
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, tmp_path / name)
+    return tmp_path
+
+
+def _clean_env() -> dict[str, str]:
+    """This environment without any variable of the service's; gunicorn loads
+    the app to check it, which needs a database URL (nothing connects: port 9 of
+    127.0.0.1 is closed)."""
+    names = re.findall(r"^([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE)
+    env = {k: v for k, v in os.environ.items() if k not in names and k != "APP_ENV" and not k.startswith("TEST_")}
+    return {**env, "DATABASE_URL": "postgresql://wafaa@127.0.0.1:9/wafaa"}
+
+
+def test_dot_env_reaches_gunicorns_settings(checkout):
+    (checkout / ".env").write_text(
+        "APP_ENV=development\nHOST=127.0.0.1\nPORT=9123\nWEB_CONCURRENCY=3\nGUNICORN_THREADS=7\nGUNICORN_KEEPALIVE=90\n"
+    )
+    settings = _printed_config(checkout, _clean_env())
+    assert settings["bind"] == "['127.0.0.1:9123']"
+    assert settings["workers"] == "3"
+    assert settings["threads"] == "7"
+    assert settings["keepalive"] == "90"
+    # The real environment wins over the file.
+    settings = _printed_config(checkout, {**_clean_env(), "PORT": "9124"})
+    assert settings["bind"] == "['127.0.0.1:9124']"
+
+
+def test_defaults_outlive_a_balancers_idle_timeout_and_count_usable_cpus(checkout):
+    settings = _printed_config(checkout, {**_clean_env(), "APP_ENV": "development"})
+    assert int(settings["keepalive"]) > 60  # AWS ALB's and nginx's idle timeout
+    assert settings["workers"] == str(len(os.sched_getaffinity(0)))  # no quota on this machine's test run
+    assert settings["worker_tmp_dir"] == ("/dev/shm" if os.path.isdir("/dev/shm") else "None")
+    assert settings["bind"] == "['127.0.0.1:8000']"
+
+
+def test_env_example_copied_to_dot_env_serves_with_the_defaults(checkout):
+    (checkout / ".env").write_text((ROOT / ".env.example").read_text())  # APP_ENV=development
+    settings = _printed_config(checkout, _clean_env())
+    assert settings["workers"] == str(len(os.sched_getaffinity(0)))  # WEB_CONCURRENCY= (empty)
+    assert settings["bind"] == "['127.0.0.1:8000']"
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu.max": "150000 100000\n"}, 2),
+        ({"cpu.max": "100000 100000\n"}, 1),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),
+        ({}, None),
+    ],
+)
+def test_a_containers_cpu_quota_is_read_from_its_cgroup(tmp_path, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_cpu_quota(tmp_path) == expected
+
+
+def test_env_example_lists_every_variable_the_code_reads():
+    literal = re.compile(r"""(?:env_[a-z_]+|_int|os\.environ\.get|os\.getenv)\(\s*["']([A-Z][A-Z0-9_]+)["']""")
+    read = set()
+    for path in [ROOT / "config.py", ROOT / "gunicorn.conf.py", *(ROOT / "wafaa").rglob("*.py")]:
+        read |= set(literal.findall(path.read_text()))
+    # Read through names held in code rather than written at the call.
+    read |= set(Config.DEFAULT_RATE_LIMITS) | {"SECRET_KEY", "JWT_SECRET_KEY"}
+    read |= {Config.DATABASE_URL_VARIABLE, Config.MIGRATION_DATABASE_URL_VARIABLE}
+    # The test configuration's own, documented in the README's test section.
+    read -= {TestConfig.DATABASE_URL_VARIABLE, TestConfig.MIGRATION_DATABASE_URL_VARIABLE}
+    documented = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
+    assert read - documented == set(), "read by the code, missing from .env.example"
+    assert documented - read == set(), "in .env.example, read by nothing"
