@@ -320,6 +320,9 @@ def test_owner_changes_name_role_and_active_state(api, factory, raw_db):
         ("full_name", "   "),
         ("role", "superuser"),
         ("is_active", "perhaps"),
+        # JSON booleans only: "false" or 0 would otherwise have deactivated.
+        ("is_active", "false"),
+        ("is_active", 0),
     ],
 )
 def test_invalid_admin_changes_are_refused_and_nothing_changes(api, factory, raw_db, field, value):

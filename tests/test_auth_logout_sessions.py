@@ -332,3 +332,15 @@ def test_tenant_deactivation_by_the_operator_revokes_its_sessions(app, runner, c
         assert runner.invoke(args=["tenants", "activate", tenant.slug]).exit_code == 0
     assert_dead(client, tokens)
     assert_alive(client, login(client, admin))
+
+
+@pytest.mark.parametrize("value", ["yes", "no", "on", "true", 1, 0, None])
+def test_all_sessions_takes_json_booleans_only(client, factory, raw_db, value):
+    """A string or number is refused (422) and nothing is revoked: "no" used to
+    be read as a boolean, and "yes" ended every session."""
+    admin = factory.admin(factory.tenant())
+    tokens = [login(client, admin) for _ in range(2)]
+    response = client.post(LOGOUT, headers=bearer(tokens[0]["access_token"]), json={"all_sessions": value})
+    assert response.status_code == 422
+    assert "all_sessions" in str(error_of(response)["details"])
+    assert all(row["revoked_at"] is None for row in sessions_of(raw_db, admin.id))

@@ -33,6 +33,9 @@ def _assert_limited(response) -> None:
     for header in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"):
         assert header in response.headers
     assert response.headers["RateLimit-Remaining"] == "0"
+    # Seconds until the window resets (the IETF draft's meaning), not a Unix time;
+    # the suite's limits are hourly.
+    assert 0 <= int(response.headers["RateLimit-Reset"]) <= 3600
 
 
 def test_login_is_limited_per_client_ip_and_answers_429_in_the_error_shape(make_client, factory):

@@ -39,7 +39,14 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
         app,
         origins=app.config["CORS_ORIGINS"],
         supports_credentials=False,
-        expose_headers=["X-Request-ID", "Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"],
+        expose_headers=[
+            "X-Request-ID",
+            "Location",  # of what a 201 created
+            "Retry-After",
+            "RateLimit-Limit",
+            "RateLimit-Remaining",
+            "RateLimit-Reset",
+        ],
         max_age=600,
     )
     api.init_app(app)

@@ -19,7 +19,7 @@ import hmac
 import time
 from collections.abc import Callable
 
-from flask import Flask, current_app, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import ApplicationLimit, Limiter
 from limits import parse_many
 
@@ -130,9 +130,22 @@ def storage_check() -> dict | None:
     return {"status": "ok" if healthy else "unavailable"}
 
 
+def _reset_in_seconds(response: Response) -> Response:
+    """flask-limiter sends `RateLimit-Reset` as a Unix time; the IETF draft, and
+    the clients that follow it, read seconds until the window resets (a Unix time
+    read as seconds is decades)."""
+    value = response.headers.get("RateLimit-Reset", "")
+    if value.isdigit() and int(value) > 1_000_000_000:  # a Unix time, not already a delay
+        response.headers["RateLimit-Reset"] = str(max(0, int(value) - int(time.time())))
+    return response
+
+
 def init_app(app: Flask) -> None:
     """Call after the blueprints are registered, and after authentication's
     before_request hook (per-admin limits need the identity)."""
+    # Registered before the limiter's own hook, so that it runs after it (Flask
+    # runs after_request hooks last-registered first).
+    app.after_request(_reset_in_seconds)
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     # The IETF RateLimit header fields, plus Retry-After on 429.
     app.config.setdefault("RATELIMIT_HEADER_LIMIT", "RateLimit-Limit")

@@ -6,7 +6,7 @@ from marshmallow import ValidationError, fields, post_load, pre_load, validates
 
 from wafaa.models.admin import AdminRole, normalize_email
 from wafaa.passwords import MAX_PASSWORD_BYTES, MIN_PASSWORD_LENGTH, password_problem
-from wafaa.schemas.common import EmailText, Name, PageQuerySchema, PageSchema, StrictSchema, Text
+from wafaa.schemas.common import EmailText, JsonBoolean, Name, PageQuerySchema, PageSchema, StrictSchema, Text
 
 
 class AdminSchema(StrictSchema):
@@ -65,7 +65,7 @@ class AdminCreateSchema(StrictSchema):
 class AdminUpdateSchema(StrictSchema):
     full_name = _full_name()
     role = fields.Enum(AdminRole, by_value=True)
-    is_active = fields.Boolean()
+    is_active = JsonBoolean()
 
     @post_load
     def _normalize(self, data, **kwargs):

@@ -2,7 +2,7 @@
 
 from marshmallow import fields
 
-from wafaa.schemas.common import StrictSchema, Text
+from wafaa.schemas.common import JsonBoolean, StrictSchema, Text
 
 
 class LoginSchema(StrictSchema):
@@ -35,7 +35,7 @@ class RefreshSchema(StrictSchema):
 
 
 class LogoutSchema(StrictSchema):
-    all_sessions = fields.Boolean(
+    all_sessions = JsonBoolean(
         load_default=False, metadata={"description": "Revoke every session of this admin, not just this one"}
     )
 

@@ -50,6 +50,20 @@ class Text(fields.String):
         return result
 
 
+class JsonBoolean(fields.Boolean):
+    """`true` or `false`, nothing else. marshmallow's Boolean also takes "yes",
+    "on", 1 and 0, so a client sending `"all_sessions": "no"` would have got
+    every session revoked, and a typo is never a decision. (Query strings, which
+    carry only text, keep fields.Boolean.)"""
+
+    default_error_messages = {"invalid": "Must be a JSON boolean: true or false."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
 def _checked(problem_of):
     def check(value: str) -> None:
         problem = problem_of(value)
