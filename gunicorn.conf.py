@@ -84,12 +84,16 @@ def on_starting(server) -> None:
     # serves as a superuser, a BYPASSRLS role or an owner of the schema (row-level
     # security would not bind it), nor counts rate limits per worker; development
     # never exposes the demo password beyond this machine (wafaa.startup_checks).
-    from config import ProductionConfig, config_class_from_env
+    from config import ConfigError, ProductionConfig, config_class_from_env
     from wafaa.db_roles import startup_problem
     from wafaa.startup_checks import serving_problems, serving_warnings
 
-    config_class = config_class_from_env()
-    config = config_class()
+    try:
+        config_class = config_class_from_env()
+        config = config_class()
+    except ConfigError as error:
+        sys.stderr.write(f"refusing to start: configuration: {error}\n")
+        sys.exit(1)
     problems = serving_problems(config, list(server.cfg.bind), server.cfg.workers)
     if config_class is ProductionConfig:
         problems += [p for p in [startup_problem(config.SQLALCHEMY_DATABASE_URI)] if p]

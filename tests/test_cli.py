@@ -7,6 +7,7 @@ token use), never by trusting the command's own output alone.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -241,12 +242,16 @@ def test_tenants_list_shows_every_tenant_with_its_state_and_admin_count(cli, fac
     factory.tenant(slug="beta", is_active=False)
     result = cli("tenants", "list")
     assert result.exit_code == 0, result.output
-    lines = [line.split("\t") for line in result.output.strip().splitlines()]
+    header, *lines = [line.split("\t") for line in result.output.strip().splitlines()]
+    assert header == ["slug", "id", "tier", "state", "admins"]
     assert [line[0] for line in lines] == ["alpha", "beta"]
     alpha, beta = lines
     assert alpha[1] == str(world.tenant.id)
     assert "active" in alpha and "3 admins" in alpha
     assert "inactive" in beta and "0 admins" in beta
+    factory.admin(factory.tenant(slug="gamma"), "owner")
+    gamma = [line for line in cli("tenants", "list").output.splitlines() if line.startswith("gamma")]
+    assert gamma[0].endswith("\t1 admin")
 
 
 def test_tenants_deactivate_revokes_sessions_and_refuses_logins(cli, api, factory, raw_db):
@@ -431,7 +436,15 @@ def test_the_flask_command_line_runs_the_commands(migrated, raw_db):
     listed = subprocess.run([*flask, "tenants", "list"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0, listed.stderr
     rows = [line for line in listed.stdout.splitlines() if "\t" in line and not line.startswith("{")]  # not logs
-    assert [row.split("\t")[0] for row in rows] == list(DEMO_SLUGS)
+    assert rows[0].split("\t") == ["slug", "id", "tier", "state", "admins"]
+    assert [row.split("\t")[0] for row in rows[1:]] == list(DEMO_SLUGS)
+    assert all(row.endswith("\t3 admins") for row in rows[1:])
+    as_json = subprocess.run(
+        [*flask, "tenants", "list", "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    tenants = json.loads(next(line for line in as_json.stdout.splitlines() if line.startswith("[")))
+    assert [t["slug"] for t in tenants] == list(DEMO_SLUGS)
+    assert set(tenants[0]) == {"slug", "id", "tier", "state", "admins"} and tenants[0]["admins"] == 3
     refused = subprocess.run(
         [*flask, "tenants", "deactivate", "no-such-tenant"],
         cwd=ROOT,
@@ -460,3 +473,30 @@ def test_operators_commands_without_the_owners_url_say_so_in_one_line(migrated, 
         errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
         assert len(errors) == 1 and "MIGRATION_DATABASE_URL" in errors[0], (command, result.stderr)
         assert "Traceback" not in result.stderr, command
+
+
+def test_a_configuration_error_or_a_silent_database_is_one_line_and_exit_1(migrated):
+    """What to fix, in one line, not a traceback (a closed port of 127.0.0.1
+    stands for a database that does not answer)."""
+    flask = [str(Path(sys.executable).with_name("flask")), "--app", "wsgi"]
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("TEST_", "APP_"))}
+    cases = [
+        ({"APP_ENV": "production"}, "is not set"),
+        (
+            {
+                "APP_ENV": "testing",
+                "TEST_DATABASE_URL": "postgresql://wafaa@127.0.0.1:9/wafaa",
+                "TEST_MIGRATION_DATABASE_URL": "postgresql://wafaa@127.0.0.1:9/wafaa",
+            },
+            "the database does not answer",
+        ),
+    ]
+    for extra, expected in cases:
+        for command in (["tenants", "list"], ["admins", "unlock", "nobody@example.com"]):
+            result = subprocess.run(
+                [*flask, *command], cwd=ROOT, env={**base, **extra}, capture_output=True, text=True, timeout=60
+            )
+            assert result.returncode == 1, (command, result.stderr)
+            errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+            assert len(errors) == 1 and expected in errors[0], (command, result.stderr)
+            assert "Traceback" not in result.stderr, command

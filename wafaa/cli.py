@@ -8,6 +8,7 @@ command commits once, at its end.
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from datetime import UTC
 
@@ -16,7 +17,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from marshmallow import ValidationError
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from wafaa.errors import ApiError
 from wafaa.extensions import db
@@ -155,8 +156,9 @@ def create_tenant_command(name, slug, owner_email, owner_name, tier, password_st
 
 
 @tenants_group.command("list")
-def list_tenants_command() -> None:
-    """List tenants with their number of admins."""
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+def list_tenants_command(as_json: bool) -> None:
+    """List tenants with their number of admins (tab-separated, under a header)."""
     with system_scope("flask tenants list"):
         rows = db.session.execute(
             select(Tenant, func.count(TenantAdmin.id))
@@ -164,9 +166,22 @@ def list_tenants_command() -> None:
             .group_by(Tenant.id)
             .order_by(Tenant.slug)
         ).all()
-        for tenant, admins in rows:
-            state = "active" if tenant.is_active else "inactive"
-            click.echo(f"{tenant.slug}\t{tenant.id}\t{tenant.subscription_tier.value}\t{state}\t{admins} admins")
+    tenants = [
+        {
+            "slug": tenant.slug,
+            "id": str(tenant.id),
+            "tier": tenant.subscription_tier.value,
+            "state": "active" if tenant.is_active else "inactive",
+            "admins": admins,
+        }
+        for tenant, admins in rows
+    ]
+    if as_json:
+        click.echo(json.dumps(tenants))
+        return
+    click.echo("\t".join(("slug", "id", "tier", "state", "admins")))
+    for row in tenants:
+        click.echo("\t".join((row["slug"], row["id"], row["tier"], row["state"], plural(row["admins"], "admin"))))
 
 
 def _set_active(slug: str, active: bool) -> None:
@@ -307,8 +322,8 @@ def plural(count: int, singular: str, plural_form: str | None = None) -> str:
 
 
 def _needs_owner(command: click.Command) -> click.Command:
-    """Operators' commands work as the schema owner: without its URL, say so in
-    one line instead of a traceback."""
+    """Operators' commands work as the schema owner: without its URL, or with a
+    database that does not answer, say so in one line instead of a traceback."""
     callback = command.callback
 
     def run(*args, **kwargs):
@@ -316,6 +331,10 @@ def _needs_owner(command: click.Command) -> click.Command:
             return callback(*args, **kwargs)
         except TenantScopeError as error:
             raise click.ClickException(str(error)) from None
+        except OperationalError as error:
+            # psycopg's first line names the host and port and why (never the password).
+            reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+            raise click.ClickException(f"the database does not answer: {reason}") from None
 
     command.callback = functools.update_wrapper(run, callback)
     return command
