@@ -9,7 +9,10 @@ As root, PostgreSQL refuses to run, so it runs as pgserver's system user.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
+import stat
+import subprocess
 import tempfile
 import warnings
 from pathlib import Path
@@ -18,8 +21,29 @@ from tests.servers import free_port
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR is not set
-    from pgserver import _commands as pg
-    from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+    import pgserver as pg  # its public namespace: initdb, pg_ctl (the binaries it ships)
+
+SYSTEM_USER = "pgserver"
+
+
+def _system_user() -> pwd.struct_passwd:
+    """The unprivileged user PostgreSQL runs as when the tests run as root (it
+    refuses root), created once."""
+    try:
+        return pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--shell", "/usr/sbin/nologin", SYSTEM_USER], check=True)
+        return pwd.getpwnam(SYSTEM_USER)
+
+
+def _traversable(path: Path) -> None:
+    """Let other users traverse every directory above `path` (mkdtemp's parents
+    are usually so already; the chmod is a no-op then)."""
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        wanted = mode | stat.S_IXGRP | stat.S_IXOTH
+        if wanted != mode:
+            parent.chmod(wanted)
 
 
 class PrivatePostgres:
@@ -28,11 +52,10 @@ class PrivatePostgres:
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
         self.port = free_port()
-        self.user = "pgserver" if os.geteuid() == 0 else None
+        self.user = SYSTEM_USER if os.geteuid() == 0 else None
         if self.user:
-            ensure_user_exists(self.user)
-            ensure_prefix_permissions(self.root)
-            entry = __import__("pwd").getpwnam(self.user)
+            entry = _system_user()
+            _traversable(self.root)
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
         pg.initdb(["--auth=trust", "--encoding=utf8", "-U", "postgres"], pgdata=self.data, **self._as_user())
 
