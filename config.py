@@ -291,6 +291,8 @@ class Config:
 
     ENV_NAME = "base"
     LOAD_DOTENV = True
+    # JSON lines for log pipelines; development prints for a person instead.
+    DEFAULT_LOG_FORMAT = "json"
     # The demo admins' password when SEED_ADMIN_PASSWORD is unset: development and
     # tests only; production has none.
     DEFAULT_SEED_PASSWORD: str | None = None
@@ -322,6 +324,9 @@ class Config:
         self.LOG_LEVEL = (env_str("LOG_LEVEL", "INFO") or "INFO").upper()
         if self.LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.LOG_LEVEL!r}")
+        self.LOG_FORMAT = (env_str("LOG_FORMAT", self.DEFAULT_LOG_FORMAT) or self.DEFAULT_LOG_FORMAT).lower()
+        if self.LOG_FORMAT not in {"json", "console"}:
+            raise ConfigError(f"LOG_FORMAT must be json or console, got {self.LOG_FORMAT!r}")
 
         keys = {name: env_str(name) for name in ("SECRET_KEY", "JWT_SECRET_KEY")}
         if not all(keys.values()):
@@ -510,6 +515,7 @@ class Config:
 class DevelopmentConfig(Config):
     ENV_NAME = "development"
     DEFAULT_SEED_PASSWORD = DEMO_PASSWORD
+    DEFAULT_LOG_FORMAT = "console"
 
     def default_secrets(self) -> dict[str, str]:
         return development_secrets(BASE_DIR / "instance")

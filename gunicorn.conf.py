@@ -5,15 +5,14 @@ Every value can be overridden with the environment variable named beside it.
 """
 
 import gc
-import json
 import os
 import signal
 import sys
 
 from gunicorn.glogging import Logger
 
-from config import default_threads, load_environment_file, usable_cpus
-from wafaa.logging import JsonFormatter
+from config import config_class_from_env, default_threads, load_environment_file, usable_cpus
+from wafaa.logging import FORMATTERS
 
 # `.env` first: everything below reads the environment.
 load_environment_file()
@@ -61,13 +60,20 @@ max_requests = _int("GUNICORN_MAX_REQUESTS", 100_000)
 max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 10_000)
 
 
+def _formatter():
+    """gunicorn's own lines in the app's format (LOG_FORMAT, else the
+    configuration's default: JSON, or console lines in development)."""
+    name = (os.environ.get("LOG_FORMAT") or config_class_from_env().DEFAULT_LOG_FORMAT).lower()
+    return FORMATTERS.get(name, FORMATTERS["json"])()
+
+
 # The app writes one JSON access line per request itself (with request, tenant and
 # user ids), so gunicorn's own access log is off, and its error log is JSON too.
 class JsonLogger(Logger):
     def setup(self, cfg) -> None:
         super().setup(cfg)
         for handler in self.error_log.handlers:
-            handler.setFormatter(JsonFormatter())
+            handler.setFormatter(_formatter())
 
     def _compute_access_log_enabled(self) -> bool:
         # gunicorn asks this once, at setup: never build its access line at all.
@@ -120,4 +126,5 @@ def post_worker_init(worker) -> None:
 
 
 def when_ready(server) -> None:
-    server.log.info(json.dumps({"event": "ready", "workers": workers, "threads": threads}))
+    # A dict: the JSON formatter makes its keys fields of the line.
+    server.log.info({"event": "ready", "workers": workers, "threads": threads})

@@ -58,7 +58,8 @@ def test_every_line_is_json_and_every_line_of_a_request_carries_its_request_id(c
     assert lines, "requests produced no log lines"
     issued = {r.headers["X-Request-ID"] for r in responses}
     for line in lines:
-        assert {"ts", "level", "logger", "message"} <= set(line), line
+        assert {"timestamp", "level", "severity", "logger", "message"} <= set(line), line
+        assert line["severity"] == line["level"]
         assert line.get("request_id"), line
     # Every line belongs to one of the requests made (the api helper's login adds one).
     assert issued <= {line["request_id"] for line in lines}
@@ -224,3 +225,36 @@ def test_database_outage_log_has_no_connection_details(monkeypatch, migrated, ca
     lines = [json.loads(raw) for raw in out.splitlines() if raw.strip()]
     assert any(line["level"] == "ERROR" and line.get("error_type") for line in lines)
     assert all(line["request_id"] == response.headers["X-Request-ID"] for line in lines)
+
+
+def test_console_format_is_for_a_person_and_masks_alike(make_app, capsys):
+    """LOG_FORMAT=console (development's default): one readable line, fields as
+    key=value, secrets masked as in JSON."""
+    import logging
+
+    app = make_app(LOG_FORMAT="console")
+    assert app.config["LOG_FORMAT"] == "console"
+    capsys.readouterr()
+    logging.getLogger("wafaa.test").warning("disk nearly full", extra={"free_mb": 12, "api_token": "abc123"})
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    assert not out.startswith("{")
+    assert "WARNING" in out and "wafaa.test: disk nearly full" in out
+    assert "free_mb=12" in out and "api_token=[redacted]" in out and "abc123" not in out
+
+
+def test_development_logs_for_a_person_and_production_as_json(monkeypatch, tmp_path):
+    from config import DevelopmentConfig, ProductionConfig
+
+    assert DevelopmentConfig.DEFAULT_LOG_FORMAT == "console"
+    assert ProductionConfig.DEFAULT_LOG_FORMAT == "json"
+
+
+def test_a_message_logged_as_a_dict_becomes_fields_of_the_line(make_app, capsys):
+    """gunicorn.conf.py's ready line: one JSON object, not a JSON string inside one."""
+    import logging
+
+    make_app()
+    capsys.readouterr()
+    logging.getLogger("gunicorn.error").info({"event": "ready", "workers": 2, "threads": 256})
+    line = log_lines(capsys)[-1]
+    assert line["message"] == "ready" and line["workers"] == 2 and line["threads"] == 256

@@ -61,34 +61,65 @@ class RequestContextFilter(logging.Filter):
         return True
 
 
+def _fields(record: logging.LogRecord) -> dict:
+    """What a line says beyond its message: the extra fields, secrets masked, and
+    the type (only) of an exception."""
+    fields = {}
+    for name, value in vars(record).items():
+        if name in _STANDARD_ATTRS or name.startswith("_"):
+            continue
+        fields[name] = _MASK if _SECRET_NAME.search(name) else value
+    if record.exc_info and record.exc_info[1] is not None:
+        # The type only: exception messages can quote data, tracebacks belong in
+        # an error tracker, not in the log stream.
+        fields["error_type"] = type(record.exc_info[1]).__qualname__
+    return fields
+
+
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the names log pipelines recognise without a
+    mapping: `timestamp` (ISO 8601, UTC), `level` and `severity` (the same; the
+    second is what Google Cloud Logging and others read), `logger`, `message`.
+    A message logged as a dict (gunicorn.conf.py's ready line) is merged in as
+    fields, not quoted as a string."""
+
     def format(self, record: logging.LogRecord) -> str:
+        message = record.msg if isinstance(record.msg, dict) and not record.args else None
         line = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
+            "severity": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": message.get("event", "") if message else record.getMessage(),
         }
-        for name, value in vars(record).items():
-            if name in _STANDARD_ATTRS or name.startswith("_"):
-                continue
-            line[name] = _MASK if _SECRET_NAME.search(name) else value
-        if record.exc_info and record.exc_info[1] is not None:
-            # The type only: exception messages can quote data, tracebacks
-            # belong in an error tracker, not in the log stream.
-            line["error_type"] = type(record.exc_info[1]).__qualname__
+        if message:
+            line.update({k: v for k, v in message.items() if k not in line})
+        line.update(_fields(record))
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
-def configure(level: str) -> None:
-    """Route every logger through one JSON handler on stdout (idempotent)."""
+class ConsoleFormatter(logging.Formatter):
+    """For a person at a terminal (`make run`): time, level, logger, message, then
+    the fields as key=value. Same masking as the JSON lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        fields = " ".join(f"{k}={v}" for k, v in _fields(record).items())
+        return f"{when} {record.levelname:<7} {record.name}: {record.getMessage()}" + (f"  {fields}" if fields else "")
+
+
+FORMATTERS = {"json": JsonFormatter, "console": ConsoleFormatter}
+
+
+def configure(level: str, log_format: str = "json") -> None:
+    """Route every logger through one handler on stdout (idempotent)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_wafaa", False):
             root.removeHandler(handler)
     handler = _Stdout()
     handler._wafaa = True  # type: ignore[attr-defined]
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(FORMATTERS[log_format]())
     handler.addFilter(RequestContextFilter())
     root.addHandler(handler)
     root.setLevel(level)
@@ -123,7 +154,7 @@ def _finish_request(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    configure(app.config["LOG_LEVEL"])
+    configure(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
     # First in, last out: the request id exists before any other hook runs, and
     # the access line is written after every other after_request hook.
     app.before_request_funcs.setdefault(None, []).insert(0, _start_request)
