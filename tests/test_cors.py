@@ -58,7 +58,7 @@ def test_allowed_origin_is_echoed_on_a_simple_request_with_vary_origin(cors_clie
     # The client may read the request id and rate-limit headers.
     exposed = {h.strip().lower() for h in response.headers["Access-Control-Expose-Headers"].split(",")}
     assert "x-request-id" in exposed
-    assert {"location", "retry-after", "ratelimit-reset"} <= exposed
+    assert {"location", "etag", "retry-after", "ratelimit-reset"} <= exposed
 
 
 @pytest.mark.parametrize("origin", ALLOWED)

@@ -42,6 +42,7 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
         expose_headers=[
             "X-Request-ID",
             "Location",  # of what a 201 created
+            "ETag",  # for If-Match (wafaa.etags)
             "Retry-After",
             "RateLimit-Limit",
             "RateLimit-Remaining",

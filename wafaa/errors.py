@@ -53,6 +53,7 @@ STATUS_MESSAGES = {
     404: "The requested resource was not found.",
     405: "The method is not allowed for this resource.",
     409: "The request conflicts with the current state of the resource.",
+    412: "The resource has changed since you read it (If-Match). Read it again and retry.",
     415: "The request body must be JSON (Content-Type: application/json).",
     422: "The request is invalid.",
     429: "Too many requests. Slow down and retry later.",
@@ -137,6 +138,10 @@ class Forbidden(ApiError):
 
 class Conflict(ApiError):
     status, code, message = 409, "conflict", STATUS_MESSAGES[409]
+
+
+class PreconditionFailed(ApiError):
+    status, code, message = 412, "precondition_failed", STATUS_MESSAGES[412]
 
 
 class ValidationFailed(ApiError):

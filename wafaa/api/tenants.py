@@ -7,6 +7,7 @@ from flask.views import MethodView
 from marshmallow import RAISE
 
 from wafaa.api import Blueprint
+from wafaa.etags import if_match, tagged
 from wafaa.models import TenantAdmin
 from wafaa.permissions import may_see_session_ids, require_manager
 from wafaa.schemas.admin import AdminCreateSchema, AdminListQuerySchema, AdminPageSchema, AdminSchema, AdminUpdateSchema
@@ -17,6 +18,15 @@ from wafaa.services import admins, audit_log
 from wafaa.services.queries import get_or_404
 from wafaa.services.tenants import update_tenant
 
+ETAG_HEADER = {"ETag": {"description": "The representation's tag, for `If-Match`", "schema": {"type": "string"}}}
+IF_MATCH_PARAMETER = {
+    "in": "header",
+    "name": "If-Match",
+    "required": False,
+    "description": "The `ETag` of the resource as you read it: the change is refused (412) if it changed since",
+    "schema": {"type": "string"},
+}
+
 blp = Blueprint(
     "tenants", __name__, url_prefix="/api/v1/tenants/me", description="Your tenant, its admins and audit log"
 )
@@ -25,24 +35,31 @@ blp = Blueprint(
 @blp.route("")
 class CurrentTenant(MethodView):
     @blp.authenticated
-    @blp.response(200, TenantSchema)
+    @blp.response(200, TenantSchema, headers=ETAG_HEADER)
     def get(self):
-        """Your tenant"""
-        return current_identity().tenant
+        """Your tenant
+
+        With an `ETag`: send it back as `If-Match` on PATCH so that a change made
+        meanwhile by someone else is not overwritten (412 instead).
+        """
+        return tagged(TenantSchema(), current_identity().tenant)
 
     @blp.authenticated
     @blp.arguments(TenantUpdateSchema)
-    @blp.response(200, TenantSchema)
-    @blp.errors(403)
+    @blp.response(200, TenantSchema, headers=ETAG_HEADER)
+    @blp.doc(parameters=[IF_MATCH_PARAMETER])
+    @blp.errors(403, 412)
     def patch(self, changes):
         """Change your tenant's name or settings (owner, admin)
 
         `settings` is a JSON Merge Patch: keys are merged into the current
         settings and a `null` value removes a key. No other field can change.
+        With `If-Match`, applied only if the tenant is still as that tag says
+        (412 otherwise).
         """
         identity = current_identity()
         require_manager(identity.admin)
-        return update_tenant(identity.tenant, changes)
+        return tagged(TenantSchema(), update_tenant(identity.tenant, changes, if_match(TenantSchema())))
 
 
 @blp.route("/admins")
@@ -73,35 +90,40 @@ class Admins(MethodView):
 @blp.route("/admins/<uuid:admin_id>")
 class AdminById(MethodView):
     @blp.authenticated
-    @blp.response(200, AdminSchema)
+    @blp.response(200, AdminSchema, headers=ETAG_HEADER)
     @blp.errors(404)
     def get(self, admin_id: uuid.UUID):
-        """One admin of your tenant"""
-        return get_or_404(TenantAdmin, admin_id)
+        """One admin of your tenant (with an `ETag` for `If-Match`)"""
+        return tagged(AdminSchema(), get_or_404(TenantAdmin, admin_id))
 
     @blp.authenticated
     @blp.arguments(AdminUpdateSchema)
-    @blp.response(200, AdminSchema)
-    @blp.errors(403, 404, 409)
+    @blp.response(200, AdminSchema, headers=ETAG_HEADER)
+    @blp.doc(parameters=[IF_MATCH_PARAMETER])
+    @blp.errors(403, 404, 409, 412)
     def patch(self, changes, admin_id: uuid.UUID):
         """Change an admin's name, role or active state
 
         Owners manage everyone; admins manage admins and viewers. The tenant's last
         active owner cannot be demoted or deactivated (409). Deactivation ends the
-        admin's sessions at once.
+        admin's sessions at once. With `If-Match`, applied only if the admin is
+        still as that tag says (412 otherwise).
         """
-        return admins.update_admin(current_identity().admin, admin_id, changes)
+        actor = current_identity().admin
+        return tagged(AdminSchema(), admins.update_admin(actor, admin_id, changes, if_match(AdminSchema())))
 
     @blp.authenticated
-    @blp.response(200, AdminSchema)
-    @blp.errors(403, 404, 409)
+    @blp.response(200, AdminSchema, headers=ETAG_HEADER)
+    @blp.doc(parameters=[IF_MATCH_PARAMETER])
+    @blp.errors(403, 404, 409, 412)
     def delete(self, admin_id: uuid.UUID):
         """Deactivate an admin
 
         Admins are deactivated, never erased, so the audit log keeps pointing at
-        them. Their sessions end at once.
+        them. Their sessions end at once. `If-Match` as for PATCH.
         """
-        return admins.deactivate_admin(current_identity().admin, admin_id)
+        actor = current_identity().admin
+        return tagged(AdminSchema(), admins.deactivate_admin(actor, admin_id, if_match(AdminSchema())))
 
 
 @blp.route("/audit-logs")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ from wafaa.extensions import db
 from wafaa.models import AdminRole, AuditLog, LoginThrottle, TenantAdmin
 from wafaa.passwords import hash_password
 from wafaa.permissions import require_can_assign, require_can_manage
-from wafaa.services.queries import get_or_404, page_of
+from wafaa.services.queries import get_or_404, no_precondition, page_of
 from wafaa.services.sessions import revoke_admin_sessions
 
 DUPLICATE_EMAIL = "This email address cannot be used for a new admin."
@@ -128,7 +129,12 @@ def _keep_an_owner(target: TenantAdmin, new_role: AdminRole, new_active: bool) -
         raise Conflict("A tenant must keep at least one active owner.")
 
 
-def update_admin(actor: TenantAdmin, admin_id: uuid.UUID, changes: dict[str, Any]) -> TenantAdmin:
+def update_admin(
+    actor: TenantAdmin,
+    admin_id: uuid.UUID,
+    changes: dict[str, Any],
+    precondition: Callable[[TenantAdmin], None] = no_precondition,
+) -> TenantAdmin:
     _lock_in_order(actor.id, admin_id)
     # The actor as they are now: a concurrent request may have just demoted them
     # (the other half of two owners demoting each other).
@@ -137,6 +143,7 @@ def update_admin(actor: TenantAdmin, admin_id: uuid.UUID, changes: dict[str, Any
         raise Conflict("Your own role changed while this request waited. Reload and retry.")
     target = get_or_404(TenantAdmin, admin_id, for_update=True)
     require_can_manage(actor, target)
+    precondition(target)  # If-Match (wafaa.etags), against the row under its lock
     new_role = changes.get("role", target.role)
     new_active = changes.get("is_active", target.is_active)
     if new_role is not target.role:
@@ -151,8 +158,10 @@ def update_admin(actor: TenantAdmin, admin_id: uuid.UUID, changes: dict[str, Any
     return target
 
 
-def deactivate_admin(actor: TenantAdmin, admin_id: uuid.UUID) -> TenantAdmin:
-    return update_admin(actor, admin_id, {"is_active": False})
+def deactivate_admin(
+    actor: TenantAdmin, admin_id: uuid.UUID, precondition: Callable[[TenantAdmin], None] = no_precondition
+) -> TenantAdmin:
+    return update_admin(actor, admin_id, {"is_active": False}, precondition)
 
 
 def set_password(admin: TenantAdmin, password: str) -> int:

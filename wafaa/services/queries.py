@@ -47,3 +47,7 @@ def page_of(statement: Select, page: int, page_size: int) -> dict:
         "total": total,
         "pages": math.ceil(total / page_size),
     }
+
+
+def no_precondition(resource) -> None:
+    """A change the client attached no condition to (no If-Match: wafaa.etags)."""

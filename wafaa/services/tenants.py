@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -12,7 +13,7 @@ from wafaa.extensions import db
 from wafaa.models import AdminRole, AuthSession, SubscriptionTier, Tenant, TenantAdmin
 from wafaa.passwords import hash_password
 from wafaa.schemas.tenant import settings_problem
-from wafaa.services.queries import get_or_404
+from wafaa.services.queries import get_or_404, no_precondition
 from wafaa.services.sessions import revoke_sessions
 
 
@@ -30,10 +31,14 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def update_tenant(tenant: Tenant, changes: dict[str, Any]) -> Tenant:
+def update_tenant(
+    tenant: Tenant, changes: dict[str, Any], precondition: Callable[[Tenant], None] = no_precondition
+) -> Tenant:
     # Lock and re-read the row first: two concurrent merge patches must both land,
-    # and the audit row must record the true "before".
+    # and the audit row must record the true "before". The client's precondition
+    # (If-Match, wafaa.etags) is checked against the row as it is under the lock.
     tenant = get_or_404(Tenant, tenant.id, for_update=True)
+    precondition(tenant)
     if "name" in changes:
         tenant.name = changes["name"]
     if "settings" in changes:

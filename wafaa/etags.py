@@ -1,0 +1,51 @@
+"""Entity tags: what a representation is now, so that two people editing the same
+resource cannot silently overwrite each other.
+
+GET answers with an `ETag`, a digest of the representation it returns. A PATCH
+(or DELETE) that sends `If-Match` with that tag is applied only if the resource is
+still what the client saw: the comparison runs under the row's lock, inside the
+change's transaction, so two requests holding the same tag cannot both pass. A
+stale tag is 412 `precondition_failed`. Without `If-Match` a change applies as
+before (the tag is an offer, not a requirement).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+
+from flask import request
+from marshmallow import Schema
+
+from wafaa.errors import PreconditionFailed
+from wafaa.extensions import db
+
+
+def etag_of(schema: Schema, obj) -> str:
+    """A strong tag: the digest of the representation as the API returns it."""
+    body = json.dumps(schema.dump(obj), sort_keys=True, separators=(",", ":"), default=str)
+    return '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
+
+
+def if_match(schema: Schema) -> Callable[[object], None]:
+    """The request's precondition on a resource, for the service to check once it
+    holds the row's lock: raises 412 unless If-Match is absent, `*`, or names the
+    resource's current tag (strong comparison: weak tags never match)."""
+    header = request.headers.get("If-Match")
+
+    def check(obj) -> None:
+        if header is None:
+            return
+        tags = {tag.strip() for tag in header.split(",")}
+        if "*" not in tags and etag_of(schema, obj) not in tags:
+            raise PreconditionFailed()
+
+    return check
+
+
+def tagged(schema: Schema, obj, status: int = 200, headers: dict | None = None):
+    """A view's answer with the representation's ETag. Pending changes are
+    flushed first, so that columns the database sets (updated_at) are in it."""
+    db.session.flush()
+    return obj, status, {**(headers or {}), "ETag": etag_of(schema, obj)}
