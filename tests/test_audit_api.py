@@ -6,6 +6,7 @@ only the caller's tenant; and nothing in the API can change it.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from datetime import timedelta, timezone
 
@@ -73,7 +74,7 @@ def test_owners_and_admins_read_their_audit_log_newest_first(api, raw_db, histor
     response = api.get(LOGS, token=token, query_string={"page_size": 100})
     assert response.status_code == 200
     body = response.get_json()
-    assert set(body) == {"items", "page", "page_size", "total", "pages"}
+    assert set(body) == {"items", "page", "page_size", "total", "pages", "next_cursor", "previous_cursor"}
     assert all(set(item) == LOG_FIELDS for item in body["items"])
     expected = expected_ids(raw_db, history.world.tenant.id)
     assert [item["id"] for item in body["items"]] == expected
@@ -164,9 +165,50 @@ def test_audit_log_is_paginated(api, raw_db, history):
     assert beyond["items"] == []
 
 
+def test_cursor_pages_do_not_shift_while_entries_are_added(api, raw_db, history):
+    """Offset pages shift when an entry arrives between two requests (one shown
+    twice); `after` the previous page's last entry does not."""
+    expected = expected_ids(raw_db, history.world.tenant.id)
+    first = api.get(LOGS, token=history.token, query_string={"page_size": 2}).get_json()
+    assert [item["id"] for item in first["items"]] == expected[:2]
+    # Activity between the two requests: new entries at the top of the log.
+    assert api.patch(ME, token=history.token, json={"name": "Renamed Meanwhile"}).status_code == 200
+    shifted = api.get(LOGS, token=history.token, query_string={"page": 2, "page_size": 2}).get_json()
+    assert shifted["items"][0]["id"] == expected[1]  # the offset page repeats an entry
+    seen, cursor = [item["id"] for item in first["items"]], first["next_cursor"]
+    while cursor:
+        body = api.get(LOGS, token=history.token, query_string={"after": cursor, "page_size": 2}).get_json()
+        assert body["page"] is None and body["pages"] is None
+        seen += [item["id"] for item in body["items"]]
+        cursor = body["next_cursor"]
+    assert seen == expected  # every entry once, in order, none of the new one
+    # And the new entries are what comes `before` the first page.
+    newer = api.get(LOGS, token=history.token, query_string={"before": first["previous_cursor"]}).get_json()
+    assert [item["id"] for item in newer["items"]] == expected_ids(raw_db, history.world.tenant.id)[:1]
+    assert newer["items"][0]["action"] == "tenant.updated"
+
+
+def _cursor(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+A_CURSOR = _cursor('{"t":"2026-01-01T00:00:00+00:00","id":"00000000-0000-4000-8000-000000000000"}')
+
+
 @pytest.mark.parametrize(
     "query",
     [
+        {"after": "not-a-cursor"},
+        {
+            "after": A_CURSOR,
+            "before": A_CURSOR,
+        },
+        {
+            "after": A_CURSOR,
+            "page": 2,
+        },
+        {"after": _cursor('{"t":"2026-01-01T00:00:00+00:00"}')},  # no id
+        {"after": _cursor('{"t":"2026-01-01T00:00:00","id":"00000000-0000-4000-8000-000000000000"}')},  # no zone
         {"action": "tenant.exploded"},
         {"action": "TENANT.UPDATED"},
         {"action": ""},

@@ -120,7 +120,9 @@ class PageQuerySchema(ma.Schema):
 
 
 class PageSchema(ma.Schema):
-    page = fields.Integer(required=True)
+    page = fields.Integer(required=True, allow_none=True, metadata={"description": "null when paged by cursor"})
     page_size = fields.Integer(required=True)
-    total = fields.Integer(required=True, metadata={"description": "Items matching the filters, all pages"})
-    pages = fields.Integer(required=True)
+    total = fields.Integer(
+        required=True, metadata={"description": "Items matching the filters, all pages (by cursor: from the cursor on)"}
+    )
+    pages = fields.Integer(required=True, allow_none=True, metadata={"description": "null when paged by cursor"})

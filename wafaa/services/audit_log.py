@@ -8,12 +8,13 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import select, text
+from sqlalchemy import select, text, tuple_
 
 from wafaa import audit
 from wafaa.errors import ValidationFailed
 from wafaa.extensions import db
 from wafaa.models import AuditLog
+from wafaa.schemas.audit import cursor_of
 from wafaa.services.queries import page_of
 
 _PURGE = text(
@@ -47,8 +48,13 @@ def list_audit_logs(*, page: int, page_size: int, reveal_sessions: bool = False,
     return result
 
 
-def _list_audit_logs(*, page: int, page_size: int, **filters) -> dict:
-    statement = select(AuditLog).order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
+def _list_audit_logs(*, page: int, page_size: int, after=None, before=None, **filters) -> dict:
+    """Newest first. Offset pages (`page`) shift as entries are added; a cursor
+    (`after` an entry, or `before` one) is a position in (created_at, id), so the
+    next page starts exactly where the last one ended."""
+    position = tuple_(AuditLog.created_at, AuditLog.id)
+    newest_first = (AuditLog.created_at.desc(), AuditLog.id.desc())
+    statement = select(AuditLog)
     for name in ("action", "resource_type", "user_id"):
         if filters.get(name) is not None:
             statement = statement.where(getattr(AuditLog, name) == filters[name])
@@ -56,7 +62,25 @@ def _list_audit_logs(*, page: int, page_size: int, **filters) -> dict:
         statement = statement.where(AuditLog.created_at >= filters["since"])
     if filters.get("until") is not None:
         statement = statement.where(AuditLog.created_at < filters["until"])
-    return page_of(statement, page, page_size)
+    if before is not None:
+        # The entries just newer than the cursor: oldest first, then turned round.
+        result = page_of(
+            statement.where(position > tuple_(*before)).order_by(AuditLog.created_at, AuditLog.id), 1, page_size
+        )
+        result["items"].reverse()
+        more = True  # older entries exist: the cursor's own
+    elif after is not None:
+        result = page_of(statement.where(position < tuple_(*after)).order_by(*newest_first), 1, page_size)
+        more = result["total"] > page_size
+    else:
+        result = page_of(statement.order_by(*newest_first), page, page_size)
+        more = page < result["pages"]
+    items = result["items"]
+    if after is not None or before is not None:
+        result["page"] = result["pages"] = None  # a cursor has no page number
+    result["next_cursor"] = cursor_of(items[-1].created_at, items[-1].id) if items and more else None
+    result["previous_cursor"] = cursor_of(items[0].created_at, items[0].id) if items else None
+    return result
 
 
 def purge_audit_logs(cutoff: datetime | None = None) -> tuple[datetime, Counter]:
