@@ -251,3 +251,33 @@ def test_one_hundred_simultaneous_logins_at_bcrypt_cost_12(app, factory, raw_db)
         f" / {cpus} CPUs = {ideal:.2f} s; ratio {wall / ideal:.2f}; load average before {load:.1f};"
         f" {len(retries)} answers said retry after {set(retries) or '-'} s"
     )
+
+
+def test_a_login_and_a_tenant_change_at_once_never_deadlock(app, factory):
+    """The login locked its admin FOR UPDATE and a tenant change its tenant FOR
+    UPDATE; each then needed the other row for a foreign-key check (the new
+    session names the tenant, the audit row the admin): a deadlock, 503. Both now
+    lock FOR NO KEY UPDATE, which foreign-key checks pass."""
+    from tests.support import ApiClient
+
+    world = factory.world()
+    editors = [ApiClient(app.test_client(), factory) for _ in range(2)]
+    for editor in editors:
+        editor.get("/api/v1/tenants/me", world.owner)  # logged in before the rounds
+    statuses = []
+    for round_number in range(30):
+        barrier = threading.Barrier(4)
+
+        def log_in(barrier=barrier):
+            barrier.wait(timeout=30)
+            body = {"email": world.owner.email, "password": world.owner.password}
+            return app.test_client().post("/api/v1/auth/login", json=body).status_code
+
+        def change(editor, barrier=barrier, name=f"Round {round_number}"):
+            barrier.wait(timeout=30)
+            return editor.patch("/api/v1/tenants/me", world.owner, json={"name": name}).status_code
+
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(log_in), pool.submit(log_in), *(pool.submit(change, e) for e in editors)]
+            statuses += [future.result() for future in futures]
+    assert set(statuses) == {200}, statuses

@@ -50,7 +50,7 @@ def upgrade() -> None:
 
     op.execute(f"DROP FUNCTION {OLD_LOGIN}")
     op.execute("DROP FUNCTION wafaa_private.recent_login_failures(uuid, uuid, interval)")
-    apply_sql("login.sql")
+    apply_sql("0006_login.sql", directory=Path(__file__).with_name("sql"))  # as 0006 wrote it
     op.execute(f"GRANT EXECUTE ON FUNCTION {NEW_LOGIN} TO {app_role()}")
 
 

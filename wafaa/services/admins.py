@@ -107,7 +107,7 @@ def _lock_in_order(*admin_ids: uuid.UUID) -> None:
             )
         )
         .order_by(TenantAdmin.id)
-        .with_for_update()
+        .with_for_update(key_share=True)  # FOR NO KEY UPDATE (wafaa.services.queries.get_or_404)
     ).all()
 
 

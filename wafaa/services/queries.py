@@ -19,7 +19,11 @@ def get_or_404(model: type[Model], ident: uuid.UUID, *, for_update: bool = False
     changes wait instead of working from a stale copy)."""
     # session.get goes through the tenant criteria (wafaa.tenancy): another
     # tenant's id finds nothing, exactly like an id that does not exist.
-    obj = db.session.get(model, ident, with_for_update=for_update or None, populate_existing=for_update)
+    # FOR NO KEY UPDATE: ids never change, and FOR UPDATE would also block other
+    # transactions' foreign-key checks on the row (an audit row, a session naming
+    # it), which is how a tenant change and a login deadlocked.
+    lock = {"key_share": True} if for_update else None
+    obj = db.session.get(model, ident, with_for_update=lock, populate_existing=for_update)
     if obj is None:
         raise NotFound()
     return obj

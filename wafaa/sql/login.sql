@@ -138,7 +138,10 @@ BEGIN
     INTO v_admin, v_tenant, v_hash, v_active
     FROM public.tenant_admins a JOIN public.tenants t ON t.id = a.tenant_id
     WHERE a.email = p_email
-    FOR UPDATE OF a;
+    -- NO KEY UPDATE: the key never changes here, and a plain FOR UPDATE would
+    -- also block the foreign-key checks (KEY SHARE) of a concurrent request's
+    -- audit row naming this admin, which deadlocked against a tenant change.
+    FOR NO KEY UPDATE OF a;
     IF NOT FOUND THEN
         PERFORM set_config('app.system', '', true);
         RETURN QUERY SELECT 'refused'::text, NULL::uuid, NULL::uuid, NULL::timestamptz;
