@@ -318,6 +318,10 @@ def test_owner_changes_name_role_and_active_state(api, factory, raw_db):
         ("id", "6d0f1a52-0000-4000-8000-000000000003"),
         ("last_login", "2024-01-01T00:00:00+00:00"),
         ("full_name", "   "),
+        # Control characters: a terminal escape, a newline, DEL.
+        ("full_name", "\x1b[31mRed Admin"),
+        ("full_name", "Two\nLines"),
+        ("full_name", "Del\x7fete"),
         ("role", "superuser"),
         ("is_active", "perhaps"),
         # JSON booleans only: "false" or 0 would otherwise have deactivated.

@@ -362,3 +362,16 @@ def test_multi_byte_characters_count_in_bytes_towards_the_limit(api, factory, ra
     assert compact_size(value) > MAX_BYTES
     assert len(json.dumps(value, separators=(",", ":"), ensure_ascii=False)) < MAX_BYTES
     assert api.patch(ME, token=token, json={"settings": value}).status_code == 422
+
+
+@pytest.mark.parametrize(
+    "body", [{"name": ""}, {"settings": "not an object"}, {"unknown": 1}, {"name": "\x1b[2JCleared"}], ids=str
+)
+def test_a_viewer_is_refused_before_its_body_is_read(api, factory, raw_db, body):
+    """403, whatever the body: a viewer learns nothing of the rules of a request it
+    may not make (no 422 details). An admin sending the same body gets the 422."""
+    world = factory.world()
+    viewer = api.patch(ME, world.viewer, json=body)
+    assert viewer.status_code == 403
+    assert error_of(viewer)["code"] == "forbidden"
+    assert api.patch(ME, world.admin, json=body).status_code == 422

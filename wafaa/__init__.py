@@ -52,6 +52,15 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
     )
     api.init_app(app)
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    api.spec.components.security_scheme(
+        "refreshToken",
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "The refresh token (POST /api/v1/auth/refresh only), in the header or the body",
+        },
+    )
     db_pool.init_app(app)
     passwords.init_app(app)
     tenancy.init_app(app)

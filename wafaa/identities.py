@@ -47,4 +47,8 @@ def email_problem(email: str) -> str | None:
 def name_problem(name: str) -> str | None:
     if any(ch in BIDI_CONTROLS for ch in name):
         return "Names must not contain bidirectional control characters."
+    # Control characters (Cc: tab, newline, ESC of terminal escape sequences,
+    # DEL, C1) have no place in a name and rewrite what a log or a terminal shows.
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        return "Names must not contain control characters."
     return None

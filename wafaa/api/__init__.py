@@ -1,13 +1,18 @@
 """Blueprints of the public API, and the Blueprint helpers they share."""
 
+import functools
 from http import HTTPStatus
 
 import flask_smorest
 
-from wafaa.security import ACCESS, PUBLIC, REFRESH, requires
+from wafaa.permissions import require_manager
+from wafaa.security import ACCESS, PUBLIC, REFRESH, current_identity, requires
 from wafaa.unit_of_work import transactional
 
 BEARER = [{"bearerAuth": []}]
+# Refresh takes the refresh token, not the access token: its own scheme, so that
+# a generated client sends the right one.
+REFRESH_BEARER = [{"refreshToken": []}]
 
 
 class Blueprint(flask_smorest.Blueprint):
@@ -34,6 +39,18 @@ class Blueprint(flask_smorest.Blueprint):
 
         return decorate
 
+    def managers_only(self, view):
+        """Owners and admins only, decided before the body is read: a viewer gets
+        403 whatever it sent, not the details of a 422 for a request it may not
+        make at all. (The service checks again, with the rows locked.)"""
+
+        @functools.wraps(view)
+        def check_first(*args, **kwargs):
+            require_manager(current_identity().admin)
+            return view(*args, **kwargs)
+
+        return self.errors(403)(check_first)
+
     def public(self, view):
         view = self.doc(security=[])(view)
         return requires(PUBLIC)(view)
@@ -41,7 +58,7 @@ class Blueprint(flask_smorest.Blueprint):
     def authenticated(self, view=None, *, refresh: bool = False):
         def decorate(func):
             func = self.errors(401, 429, 503)(func)
-            func = self.doc(security=BEARER)(func)
+            func = self.doc(security=REFRESH_BEARER if refresh else BEARER)(func)
             return requires(REFRESH if refresh else ACCESS)(func)
 
         return decorate(view) if view is not None else decorate

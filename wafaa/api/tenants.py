@@ -9,7 +9,7 @@ from marshmallow import RAISE
 from wafaa.api import Blueprint
 from wafaa.etags import if_match, tagged
 from wafaa.models import TenantAdmin
-from wafaa.permissions import may_see_session_ids, require_manager
+from wafaa.permissions import may_see_session_ids
 from wafaa.schemas.admin import AdminCreateSchema, AdminListQuerySchema, AdminPageSchema, AdminSchema, AdminUpdateSchema
 from wafaa.schemas.audit import AuditLogPageSchema, AuditLogQuerySchema
 from wafaa.schemas.tenant import TenantSchema, TenantUpdateSchema
@@ -45,6 +45,7 @@ class CurrentTenant(MethodView):
         return tagged(TenantSchema(), current_identity().tenant)
 
     @blp.authenticated
+    @blp.managers_only
     @blp.arguments(TenantUpdateSchema)
     @blp.response(200, TenantSchema, headers=ETAG_HEADER)
     @blp.doc(parameters=[IF_MATCH_PARAMETER])
@@ -58,7 +59,6 @@ class CurrentTenant(MethodView):
         (412 otherwise).
         """
         identity = current_identity()
-        require_manager(identity.admin)
         return tagged(TenantSchema(), update_tenant(identity.tenant, changes, if_match(TenantSchema())))
 
 
@@ -72,6 +72,7 @@ class Admins(MethodView):
         return admins.list_admins(**query)
 
     @blp.authenticated
+    @blp.managers_only
     @blp.arguments(AdminCreateSchema)
     @blp.response(201, AdminSchema)
     @blp.errors(403, 409, 429)
@@ -97,6 +98,7 @@ class AdminById(MethodView):
         return tagged(AdminSchema(), get_or_404(TenantAdmin, admin_id))
 
     @blp.authenticated
+    @blp.managers_only
     @blp.arguments(AdminUpdateSchema)
     @blp.response(200, AdminSchema, headers=ETAG_HEADER)
     @blp.doc(parameters=[IF_MATCH_PARAMETER])
@@ -113,6 +115,7 @@ class AdminById(MethodView):
         return tagged(AdminSchema(), admins.update_admin(actor, admin_id, changes, if_match(AdminSchema())))
 
     @blp.authenticated
+    @blp.managers_only
     @blp.response(200, AdminSchema, headers=ETAG_HEADER)
     @blp.doc(parameters=[IF_MATCH_PARAMETER])
     @blp.errors(403, 404, 409, 412)
@@ -129,6 +132,7 @@ class AdminById(MethodView):
 @blp.route("/audit-logs")
 class AuditLogs(MethodView):
     @blp.authenticated
+    @blp.managers_only
     @blp.arguments(AuditLogQuerySchema, location="query", unknown=RAISE)
     @blp.response(200, AuditLogPageSchema)
     @blp.errors(403)
@@ -139,5 +143,4 @@ class AuditLogs(MethodView):
         id for owners, and a stable reference (`ref-...`) for admins.
         """
         actor = current_identity().admin
-        require_manager(actor)
         return audit_log.list_audit_logs(**query, reveal_sessions=may_see_session_ids(actor))
