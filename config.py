@@ -121,6 +121,18 @@ def env_origins(name: str, default: list[str]) -> list[str]:
     return origins
 
 
+def env_networks(name: str, default: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """A JSON list of networks (CIDR); `[]` allows none."""
+    raw = env_str(name)
+    try:
+        values = json.loads(raw) if raw else default
+        if not isinstance(values, list):
+            raise ValueError
+        return [ipaddress.ip_network(value, strict=False) for value in values]
+    except (ValueError, TypeError):
+        raise ConfigError(f'{name} must be a JSON list of networks, e.g. ["10.0.0.0/8"]') from None
+
+
 def env_hosts(name: str) -> list[str] | None:
     value = env_str(name)
     if value is None:
@@ -425,6 +437,9 @@ class Config:
         # them; anything else is a 400). Unset: any host, as no URL the service
         # builds ever uses the Host header (no redirects, relative Location).
         self.TRUSTED_HOSTS = env_hosts("TRUSTED_HOSTS")
+        # GET /metrics: who may scrape it (wafaa.metrics).
+        self.METRICS_TOKEN = env_str("METRICS_TOKEN")
+        self.METRICS_ALLOWED_NETWORKS = env_networks("METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
         self.TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=5)
         self.MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1024)
 

@@ -6,8 +6,10 @@ Every value can be overridden with the environment variable named beside it.
 
 import gc
 import os
+import shutil
 import signal
 import sys
+import tempfile
 
 from gunicorn.glogging import Logger
 
@@ -16,6 +18,8 @@ from wafaa.logging import FORMATTERS
 
 # `.env` first: everything below reads the environment.
 load_environment_file()
+
+_metrics_dir_is_ours = False
 
 
 def _int(name: str, default: int) -> int:
@@ -109,6 +113,20 @@ def on_starting(server) -> None:
         sys.exit(1)
     for warning in serving_warnings(config, server.cfg.workers):
         server.log.warning(warning)
+    _make_metrics_dir()
+
+
+def _make_metrics_dir() -> None:
+    """Before any worker imports prometheus_client: its counters then write to
+    files, one per worker, in this directory, and /metrics adds them up
+    (wafaa.metrics). A fresh directory per start, on a RAM disk where there is
+    one, removed at exit; or the operator's own PROMETHEUS_MULTIPROC_DIR."""
+    global _metrics_dir_is_ours
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+            prefix="wafaa-metrics-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
+        )
+        _metrics_dir_is_ours = True
 
 
 def post_worker_init(worker) -> None:
@@ -128,3 +146,15 @@ def post_worker_init(worker) -> None:
 def when_ready(server) -> None:
     # A dict: the JSON formatter makes its keys fields of the line.
     server.log.info({"event": "ready", "workers": workers, "threads": threads})
+
+
+def child_exit(server, worker) -> None:
+    # A worker that is gone: its live gauges (connections in use) stop counting.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    if _metrics_dir_is_ours:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -10,7 +10,19 @@ from config import Config, config_class_from_env
 
 def create_app(config_class: type[Config] | None = None) -> Flask:
     """Build the app: config, logging, extensions, blueprints, error handlers, CLI."""
-    from wafaa import audit, cli, db_pool, docs, errors, http_guards, passwords, security, tenancy, unit_of_work
+    from wafaa import (
+        audit,
+        cli,
+        db_pool,
+        docs,
+        errors,
+        http_guards,
+        metrics,
+        passwords,
+        security,
+        tenancy,
+        unit_of_work,
+    )
     from wafaa import logging as wafaa_logging
     from wafaa.api import register as register_blueprints
     from wafaa.extensions import api, cors, db, jwt, migrate
@@ -62,6 +74,7 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
         },
     )
     db_pool.init_app(app)
+    metrics.init_app(app)
     passwords.init_app(app)
     tenancy.init_app(app)
     audit.init_app(app)  # after tenancy: its flush listener sees stamped tenant ids

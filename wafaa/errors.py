@@ -226,6 +226,10 @@ def _handle_database_unavailable(error: Exception) -> Response:
     # Connection refused or lost, a pool that stayed exhausted for pool_timeout,
     # or a statement cut off by statement_timeout: the client may retry.
     log.error("database unavailable", extra=_exception_fields(error))
+    if isinstance(error, sa_exc.TimeoutError):
+        from wafaa.metrics import pool_timed_out  # the metrics import this module
+
+        pool_timed_out()
     return ServiceUnavailable().response()
 
 
