@@ -111,9 +111,14 @@ def test_refusals_for_emails_in_use_have_a_small_budget_per_tenant_then_429(make
 def test_a_forbidden_creation_is_recorded_too(api, factory, raw_db):
     world = factory.world()
     assert api.post(ADMINS, world.viewer, json=_new_admin("x@y.example.com")).status_code == 403
-    assert raw_db.execute(
-        "SELECT user_id, details ->> 'reason' FROM audit_logs WHERE action = 'admin.create_refused'"
-    ).fetchall() == [(world.viewer.id, "forbidden")]
+    # A viewer is refused before its body is read (so no email in the row); an
+    # admin asking for an owner, after.
+    assert api.post(ADMINS, world.admin, json=_new_admin("y@y.example.com", role="owner")).status_code == 403
+    rows = raw_db.execute(
+        "SELECT user_id, details ->> 'reason', details ->> 'email' FROM audit_logs"
+        " WHERE action = 'admin.create_refused' ORDER BY created_at"
+    ).fetchall()
+    assert rows == [(world.viewer.id, "forbidden", None), (world.admin.id, "forbidden", "y@y.example.com")]
 
 
 # --- 1. session ids are the owners' only ------------------------------------------------------

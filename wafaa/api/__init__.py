@@ -5,6 +5,7 @@ from http import HTTPStatus
 
 import flask_smorest
 
+from wafaa.errors import Forbidden
 from wafaa.permissions import require_manager
 from wafaa.security import ACCESS, PUBLIC, REFRESH, current_identity, requires
 from wafaa.unit_of_work import transactional
@@ -39,17 +40,27 @@ class Blueprint(flask_smorest.Blueprint):
 
         return decorate
 
-    def managers_only(self, view):
+    def managers_only(self, view=None, *, on_refusal=None):
         """Owners and admins only, decided before the body is read: a viewer gets
         403 whatever it sent, not the details of a 422 for a request it may not
-        make at all. (The service checks again, with the rows locked.)"""
+        make at all. (The service checks again, with the rows locked.)
+        `on_refusal(actor, refusal)` runs first when a refusal must be recorded."""
 
-        @functools.wraps(view)
-        def check_first(*args, **kwargs):
-            require_manager(current_identity().admin)
-            return view(*args, **kwargs)
+        def decorate(func):
+            @functools.wraps(func)
+            def check_first(*args, **kwargs):
+                actor = current_identity().admin
+                try:
+                    require_manager(actor)
+                except Forbidden as refusal:
+                    if on_refusal is not None:
+                        on_refusal(actor, refusal)
+                    raise
+                return func(*args, **kwargs)
 
-        return self.errors(403)(check_first)
+            return self.errors(403)(check_first)
+
+        return decorate(view) if view is not None else decorate
 
     def public(self, view):
         view = self.doc(security=[])(view)

@@ -72,7 +72,7 @@ class Admins(MethodView):
         return admins.list_admins(**query)
 
     @blp.authenticated
-    @blp.managers_only
+    @blp.managers_only(on_refusal=admins.record_refused_creation)
     @blp.arguments(AdminCreateSchema)
     @blp.response(201, AdminSchema)
     @blp.errors(403, 409, 429)

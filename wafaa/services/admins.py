@@ -12,7 +12,7 @@ from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from wafaa import audit
-from wafaa.errors import Conflict, Forbidden, TooManyRequests
+from wafaa.errors import ApiError, Conflict, Forbidden, TooManyRequests
 from wafaa.extensions import db
 from wafaa.models import AdminRole, AuditLog, LoginThrottle, TenantAdmin
 from wafaa.passwords import hash_password
@@ -40,14 +40,21 @@ def create_admin(actor: TenantAdmin, data: dict[str, Any]) -> TenantAdmin:
     try:
         return _create_admin(actor, data)
     except (Forbidden, Conflict, TooManyRequests) as refusal:
-        audit.record(
-            "admin.create_refused",
-            tenant_id=actor.tenant_id,
-            resource_type="admin",
-            details={"reason": _REFUSALS[type(refusal)], "email": data["email"], "role": data["role"].value},
-        )
-        refusal.keep_changes = True
+        record_refused_creation(actor, refusal, {"email": data["email"], "role": data["role"].value})
         raise
+
+
+def record_refused_creation(actor: TenantAdmin, refusal: ApiError, asked: dict | None = None) -> None:
+    """The audit row of a refused creation, kept although the request fails.
+    `asked` is what was asked for, when the body was read (a viewer is refused
+    before: wafaa.api.Blueprint.managers_only)."""
+    audit.record(
+        "admin.create_refused",
+        tenant_id=actor.tenant_id,
+        resource_type="admin",
+        details={"reason": _REFUSALS[type(refusal)], **(asked or {})},
+    )
+    refusal.keep_changes = True
 
 
 _REFUSALS = {Forbidden: "forbidden", Conflict: "email_in_use", TooManyRequests: "too_many_refusals"}
