@@ -59,6 +59,12 @@ keepalive = _int("GUNICORN_KEEPALIVE", 75)
 # Workers' heartbeat files on a RAM disk: on a slow or full disk, the heartbeat
 # writes would block workers and get them killed.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# Backstops: the app refuses a longer URL or larger headers itself, in its error
+# format (wafaa.http_guards: 4094, 8190 bytes, 100 fields); gunicorn's own bare
+# answers only come far above.
+limit_request_line = 8190
+limit_request_field_size = 16380
+limit_request_fields = 200
 # Recycle workers now and then, with jitter so they do not all restart at once.
 max_requests = _int("GUNICORN_MAX_REQUESTS", 100_000)
 max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 10_000)

@@ -359,3 +359,25 @@ def test_malformed_request_id_is_replaced(client, request_id):
 def test_every_request_gets_its_own_request_id(client):
     ids = {client.get("/nope").headers["X-Request-ID"] for _ in range(5)}
     assert len(ids) == 5
+
+
+@pytest.mark.gunicorn
+def test_a_long_url_or_large_headers_get_the_error_format_from_the_real_server():
+    """gunicorn's own 414 and 431 are bare HTML without a request id; the app's
+    limits sit below them, so the app answers in the error format."""
+    with GunicornServer(workers=1, threads=2) as server:
+        answers = {
+            414: requests.get(f"{server.url}/api/v1/system/info?q={'x' * 5000}", timeout=10),
+            431: requests.get(f"{server.url}/api/v1/system/info", headers={"X-Big": "y" * 9000}, timeout=10),
+        }
+        many = {f"X-Field-{n}": "1" for n in range(120)}
+        answers[4310] = requests.get(f"{server.url}/api/v1/system/info", headers=many, timeout=10)
+        fine = requests.get(
+            f"{server.url}/api/v1/system/info?q={'x' * 3000}", headers={"X-Big": "y" * 7000}, timeout=10
+        )
+    for expected, response in answers.items():
+        assert response.status_code == (431 if expected == 4310 else expected), response.text[:200]
+        assert response.headers["Content-Type"].startswith("application/json")
+        assert response.headers["X-Request-ID"]
+        assert response.json()["error"]["code"] in {"uri_too_long", "request_header_fields_too_large"}
+    assert fine.status_code == 200

@@ -16,6 +16,33 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_JSON_DEPTH = 32
 
 
+# The app's own limits on a request's head, below gunicorn's (gunicorn.conf.py:
+# twice these), so that the app answers, in the error format and with a request
+# id; gunicorn's bare HTML 414/431 remain only as a backstop far above.
+MAX_URL_LENGTH = 4094
+MAX_HEADER_FIELD_BYTES = 8190
+MAX_HEADER_FIELDS = 100
+
+
+class UriTooLong(ApiError):
+    status, code, message = 414, "uri_too_long", f"The URL is longer than {MAX_URL_LENGTH} characters."
+
+
+class HeadersTooLarge(ApiError):
+    status, code = 431, "request_header_fields_too_large"
+    message = f"At most {MAX_HEADER_FIELDS} header fields of {MAX_HEADER_FIELD_BYTES} bytes each."
+
+
+def check_head() -> None:
+    """414 for a URL, 431 for headers, beyond the app's limits."""
+    url = request.environ.get("RAW_URI") or request.full_path
+    if len(url) > MAX_URL_LENGTH:
+        raise UriTooLong()
+    fields = list(request.headers.items())
+    if len(fields) > MAX_HEADER_FIELDS or any(len(k) + len(v) + 2 > MAX_HEADER_FIELD_BYTES for k, v in fields):
+        raise HeadersTooLarge()
+
+
 def check_body() -> None:
     """413 for a body over MAX_CONTENT_LENGTH, 415 for a body that is not JSON,
     400 for a body that is not valid JSON or is nested too deeply.
@@ -82,5 +109,6 @@ def finish_headers(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
+    app.before_request(check_head)
     app.before_request(check_body)
     app.after_request(finish_headers)
