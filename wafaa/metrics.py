@@ -1,8 +1,8 @@
 """GET /metrics: the service's counters in the Prometheus text format.
 
 Under gunicorn every worker counts on its own; prometheus_client's multiprocess
-mode adds them up at scrape time from files in PROMETHEUS_MULTIPROC_DIR, which
-gunicorn.conf.py sets (and empties) before the workers start, so any worker's
+mode adds them up at scrape time from files in PROMETHEUS_MULTIPROC_DIR, a fresh
+directory gunicorn.conf.py makes before the workers start, so any worker's
 /metrics answers for all of them. Without that variable (tests, `flask run`) the
 process's own registry is the whole picture.
 
@@ -13,7 +13,7 @@ What is counted:
 * login outcomes: success, failure (wrong password, unknown email, throttled or
   inactive: the database function does not say which, on purpose), busy (503,
   the login gate) and limited (429);
-* requests refused by a rate limit, by limit;
+* requests refused by a rate limit (429), by endpoint;
 * audit rows committed, by action (rows the ORM wrote; a login's own row is in
   the login outcomes).
 
@@ -58,7 +58,7 @@ POOL_IN_USE = Gauge(
 )
 POOL_TIMEOUTS = Counter("wafaa_db_pool_timeouts_total", "Requests that waited for a connection until DB_POOL_TIMEOUT")
 LOGINS = Counter("wafaa_logins_total", "Login attempts by outcome", ["outcome"])
-RATE_LIMITED = Counter("wafaa_rate_limit_refusals_total", "Requests refused by a rate limit", ["limit"])
+RATE_LIMITED = Counter("wafaa_rate_limit_refusals_total", "Requests refused by a rate limit", ["endpoint"])
 AUDIT_ROWS = Counter("wafaa_audit_rows_total", "Audit rows committed", ["action"])
 
 LOGIN_OUTCOMES = {200: "success", 401: "failure", 429: "limited", 503: "busy"}
