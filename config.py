@@ -437,6 +437,8 @@ class Config:
         # them; anything else is a 400). Unset: any host, as no URL the service
         # builds ever uses the Host header (no redirects, relative Location).
         self.TRUSTED_HOSTS = env_hosts("TRUSTED_HOSTS")
+        # Unexpected errors to Sentry (wafaa.error_reporting); unset: off.
+        self.SENTRY_DSN = env_str("SENTRY_DSN")
         # GET /metrics: who may scrape it (wafaa.metrics).
         self.METRICS_TOKEN = env_str("METRICS_TOKEN")
         self.METRICS_ALLOWED_NETWORKS = env_networks("METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])

@@ -15,6 +15,7 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
         cli,
         db_pool,
         docs,
+        error_reporting,
         errors,
         http_guards,
         metrics,
@@ -44,6 +45,7 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)
 
     wafaa_logging.init_app(app)  # first: every later hook can log with the request id
+    error_reporting.init_app(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(_migrations_dir()))
     jwt.init_app(app)

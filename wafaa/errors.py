@@ -243,6 +243,9 @@ def _handle_limiter_unavailable(error: Exception) -> Response:
 
 def _handle_unexpected(error: Exception) -> Response:
     _log_exception(error)
+    from wafaa.error_reporting import report  # it needs nothing of this module
+
+    report(error)
     return error_response(500)
 
 
