@@ -76,6 +76,7 @@ def init_app(app: Flask, **options: Any) -> None:
         environment=app.config["ENV_NAME"],
         release=app.config["APP_VERSION"],
         traces_sample_rate=0,
+        auto_session_tracking=False,  # errors only, no release-health traffic per request
         max_request_body_size="never",
         before_send=scrub,
         before_breadcrumb=scrub,
