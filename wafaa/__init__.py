@@ -22,6 +22,7 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
         passwords,
         security,
         tenancy,
+        tracing,
         unit_of_work,
     )
     from wafaa import logging as wafaa_logging
@@ -46,6 +47,7 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
 
     wafaa_logging.init_app(app)  # first: every later hook can log with the request id
     error_reporting.init_app(app)
+    tracing.init_app(app)  # after logging: its filter goes on the log handler
     db.init_app(app)
     migrate.init_app(app, db, directory=str(_migrations_dir()))
     jwt.init_app(app)
