@@ -1,4 +1,4 @@
-"""The database checks behind GET /health.
+"""The checks behind GET /health, which GET /readyz extends (wafaa.readiness).
 
 It asks "does PostgreSQL accept a connection and answer a query right now?", and
 whether the service's role is a safe one (not superuser, no BYPASSRLS, owns
@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from flask import current_app
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from wafaa.db_roles import check_connection
+from wafaa.ratelimit import storage_check
 
 log = logging.getLogger("wafaa.health")
 
@@ -39,16 +41,19 @@ def health_engine() -> Engine:
     return engine
 
 
-def database_checks() -> dict[str, dict]:
+def database_checks(more: Callable[[Connection], dict[str, dict]] | None = None) -> dict[str, dict]:
     """`database`: does it answer; `database_role` (when it does): is the service
     connected as a role that row-level security binds (wafaa.db_roles). The
-    problem itself goes to the log, not to this public answer."""
+    problem itself goes to the log, not to this public answer. `more(connection)`
+    adds checks of its own on the same connection (readiness), once the database
+    has answered."""
     started = time.perf_counter()
     try:
         with health_engine().connect() as conn:
             conn.execute(text("SELECT 1"))
             latency_ms = round((time.perf_counter() - started) * 1000, 1)
             problem = check_connection(conn.exec_driver_sql)
+            extra = more(conn) if more is not None else {}
     except SQLAlchemyError:
         return {"database": {"status": "unavailable"}}
     if problem:
@@ -56,4 +61,21 @@ def database_checks() -> dict[str, dict]:
     return {
         "database": {"status": "ok", "latency_ms": latency_ms},
         "database_role": {"status": "unsafe" if problem else "ok"},
+        **extra,
     }
+
+
+def dependency_checks(more: Callable[[Connection], dict[str, dict]] | None = None) -> dict[str, dict]:
+    """The database's checks (and `more`), and the rate limiter's shared storage
+    when it is Redis: what /health and /readyz report."""
+    checks = database_checks(more)
+    limiter_storage = storage_check()
+    if limiter_storage is not None:
+        checks["rate_limit_storage"] = limiter_storage
+    return checks
+
+
+def probe_answer(checks: dict[str, dict]) -> tuple[dict, int]:
+    """200 when every check is ok, else 503, with the checks named."""
+    healthy = all(check["status"] == "ok" for check in checks.values())
+    return {"status": "ok" if healthy else "unavailable", "checks": checks}, 200 if healthy else 503

@@ -16,12 +16,12 @@ import logging
 from alembic.script import ScriptDirectory
 from flask import current_app
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from config import REPOSITORY_DIR
 from wafaa import schema_check
-from wafaa.health import database_checks, health_engine
-from wafaa.ratelimit import storage_check
+from wafaa.health import dependency_checks
 
 log = logging.getLogger("wafaa.readiness")
 
@@ -32,29 +32,24 @@ def code_heads() -> frozenset[str]:
     return frozenset(ScriptDirectory(str(REPOSITORY_DIR / "migrations")).get_heads())
 
 
-def _schema_checks() -> dict[str, dict]:
+def _schema_checks(conn: Connection) -> dict[str, dict]:
+    """On the connection /health's checks just used."""
     try:
-        with health_engine().connect() as conn:
-            revisions = {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))}
-            isolation = schema_check.problems(conn, current_app.config["DB_APP_ROLE"])
+        revisions = {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))}
+        isolation = schema_check.problems(conn, current_app.config["DB_APP_ROLE"])
     except SQLAlchemyError as error:
         log.error("readiness: schema not readable", extra={"error_type": type(error).__name__})
         return {"migrations": {"status": "unavailable"}, "row_level_security": {"status": "unavailable"}}
-    if revisions != code_heads():
+    behind = revisions != code_heads()
+    if behind:
         log.error("readiness: migrations", extra={"database": sorted(revisions), "code": sorted(code_heads())})
     for problem in isolation:
         log.error("readiness: isolation", extra={"problem": problem})
     return {
-        "migrations": {"status": "ok" if revisions == code_heads() else "behind"},
+        "migrations": {"status": "behind" if behind else "ok"},
         "row_level_security": {"status": "unsafe" if isolation else "ok"},
     }
 
 
 def readiness_checks() -> dict[str, dict]:
-    checks = database_checks()
-    if checks["database"]["status"] == "ok":
-        checks.update(_schema_checks())
-    limiter_storage = storage_check()
-    if limiter_storage is not None:
-        checks["rate_limit_storage"] = limiter_storage
-    return checks
+    return dependency_checks(_schema_checks)

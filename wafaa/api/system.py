@@ -5,8 +5,7 @@ from datetime import UTC, datetime
 from flask import current_app
 
 from wafaa.api import Blueprint
-from wafaa.health import database_checks
-from wafaa.ratelimit import storage_check
+from wafaa.health import dependency_checks, probe_answer
 from wafaa.readiness import readiness_checks
 from wafaa.schemas.system import HealthSchema, LivenessSchema, ReadinessSchema, SystemInfoSchema
 
@@ -26,12 +25,7 @@ def health():
     storage when it is Redis. Meant for load
     balancers and orchestrators; it takes at most about two seconds.
     """
-    checks = database_checks()
-    limiter_storage = storage_check()
-    if limiter_storage is not None:
-        checks["rate_limit_storage"] = limiter_storage
-    healthy = all(check["status"] == "ok" for check in checks.values())
-    return {"status": "ok" if healthy else "unavailable", "checks": checks}, 200 if healthy else 503
+    return probe_answer(dependency_checks())
 
 
 @blp.route("/livez")
@@ -58,9 +52,7 @@ def readyz():
     policies and grants (`row_level_security`). 503 with the same body when one
     fails; what failed is logged, not shown.
     """
-    checks = readiness_checks()
-    ready = all(check["status"] == "ok" for check in checks.values())
-    return {"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503
+    return probe_answer(readiness_checks())
 
 
 @blp.route("/api/v1/system/info")
