@@ -240,6 +240,9 @@ def test_console_format_is_for_a_person_and_masks_alike(make_app, capsys):
     assert not out.startswith("{")
     assert "WARNING" in out and "wafaa.test: disk nearly full" in out
     assert "free_mb=12" in out and "api_token=[redacted]" in out and "abc123" not in out
+    logging.getLogger("gunicorn.error").info({"event": "ready", "workers": 2})
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "gunicorn.error: ready  workers=2" in out
 
 
 def test_development_logs_for_a_person_and_production_as_json(monkeypatch, tmp_path):
@@ -258,3 +261,6 @@ def test_a_message_logged_as_a_dict_becomes_fields_of_the_line(make_app, capsys)
     logging.getLogger("gunicorn.error").info({"event": "ready", "workers": 2, "threads": 256})
     line = log_lines(capsys)[-1]
     assert line["message"] == "ready" and line["workers"] == 2 and line["threads"] == 256
+    # Its keys are masked like any field.
+    logging.getLogger("gunicorn.error").info({"event": "oops", "api_token": "abc123"})
+    assert log_lines(capsys)[-1]["api_token"] == "[redacted]"

@@ -17,7 +17,11 @@ from typing import Any
 
 from flask import Flask, current_app
 
-_SECRET_NAME = re.compile(r"pass|secret|token|authoriz|hash|cookie|key|dsn|session", re.IGNORECASE)
+from wafaa.logging import MASK, SECRET_NAME
+
+# The log's secret names, and a few more an error's variables hold (an API key,
+# the DSN itself, a session).
+_SECRET_NAME = re.compile(SECRET_NAME.pattern + r"|key|dsn|session", re.IGNORECASE)
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+")
 _BCRYPT = re.compile(r"\$2[aby]\$\d{2}\$[./A-Za-z0-9]{53}")
 _EMAIL = re.compile(r"[^\s@\"'<>]+@[^\s@\"'<>]+\.[A-Za-z]{2,}")
@@ -25,7 +29,6 @@ _EMAIL = re.compile(r"[^\s@\"'<>]+@[^\s@\"'<>]+\.[A-Za-z]{2,}")
 # frame's variables): it may carry a token or an email.
 _QUERY = re.compile(r"\?[^\s'\"<>]*=[^\s'\"<>]*")
 _KEPT_HEADERS = {"content-type", "content-length", "user-agent", "x-request-id", "host"}
-REDACTED = "[redacted]"
 
 
 def _scrub_text(text: str) -> str:
@@ -37,7 +40,7 @@ def _scrub_text(text: str) -> str:
 
 def _scrub(value: Any, name: str = "") -> Any:
     if name and _SECRET_NAME.search(name):
-        return REDACTED
+        return MASK
     if isinstance(value, dict):
         return {key: _scrub(item, str(key)) for key, item in value.items()}
     if isinstance(value, list | tuple):

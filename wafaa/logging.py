@@ -22,8 +22,8 @@ from flask import Flask, Response, g, has_request_context, request
 # safe to echo in a header and a log line.
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{7,127}$")
 REQUEST_ID_HEADER = "X-Request-ID"
-_SECRET_NAME = re.compile(r"pass|secret|token|authoriz|hash|cookie", re.IGNORECASE)
-_MASK = "[redacted]"
+SECRET_NAME = re.compile(r"pass|secret|token|authoriz|hash|cookie", re.IGNORECASE)
+MASK = "[redacted]"
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
@@ -61,40 +61,40 @@ class RequestContextFilter(logging.Filter):
         return True
 
 
-def _fields(record: logging.LogRecord) -> dict:
-    """What a line says beyond its message: the extra fields, secrets masked, and
-    the type (only) of an exception."""
-    fields = {}
-    for name, value in vars(record).items():
-        if name in _STANDARD_ATTRS or name.startswith("_"):
-            continue
-        fields[name] = _MASK if _SECRET_NAME.search(name) else value
+def _message_and_fields(record: logging.LogRecord) -> tuple[str, dict]:
+    """A line's message, and what it says beyond it: the fields of a message
+    logged as a dict (gunicorn.conf.py's ready line: `event` is the message) and
+    the extra fields, secrets masked alike, and the type (only) of an exception."""
+    if isinstance(record.msg, dict) and not record.args:
+        message, fields = str(record.msg.get("event", "")), {k: v for k, v in record.msg.items() if k != "event"}
+    else:
+        message, fields = record.getMessage(), {}
+    fields.update((name, value) for name, value in vars(record).items() if name not in _STANDARD_ATTRS)
+    fields = {name: MASK if SECRET_NAME.search(name) else value for name, value in fields.items() if name[:1] != "_"}
     if record.exc_info and record.exc_info[1] is not None:
         # The type only: exception messages can quote data, tracebacks belong in
         # an error tracker, not in the log stream.
         fields["error_type"] = type(record.exc_info[1]).__qualname__
-    return fields
+    return message, fields
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, with the names log pipelines recognise without a
     mapping: `timestamp` (ISO 8601, UTC), `level` and `severity` (the same; the
     second is what Google Cloud Logging and others read), `logger`, `message`.
-    A message logged as a dict (gunicorn.conf.py's ready line) is merged in as
-    fields, not quoted as a string."""
+    A message logged as a dict (gunicorn.conf.py's ready line) gives fields of
+    the line, not a quoted string."""
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.msg if isinstance(record.msg, dict) and not record.args else None
+        message, fields = _message_and_fields(record)
         line = {
             "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "severity": record.levelname,
             "logger": record.name,
-            "message": message.get("event", "") if message else record.getMessage(),
+            "message": message,
         }
-        if message:
-            line.update({k: v for k, v in message.items() if k not in line})
-        line.update(_fields(record))
+        line.update(fields)
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
@@ -104,8 +104,9 @@ class ConsoleFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
-        fields = " ".join(f"{k}={v}" for k, v in _fields(record).items())
-        return f"{when} {record.levelname:<7} {record.name}: {record.getMessage()}" + (f"  {fields}" if fields else "")
+        message, fields = _message_and_fields(record)
+        pairs = " ".join(f"{k}={v}" for k, v in fields.items())
+        return f"{when} {record.levelname:<7} {record.name}: {message}" + (f"  {pairs}" if pairs else "")
 
 
 FORMATTERS = {"json": JsonFormatter, "console": ConsoleFormatter}
