@@ -20,6 +20,8 @@ from wafaa.logging import FORMATTERS
 load_environment_file()
 
 _metrics_dir_is_ours = False
+# A RAM disk, where there is one: for the workers' heartbeats and the metrics files.
+_RAM_DISK = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
 def _int(name: str, default: int) -> int:
@@ -58,7 +60,7 @@ graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = _int("GUNICORN_KEEPALIVE", 75)
 # Workers' heartbeat files on a RAM disk: on a slow or full disk, the heartbeat
 # writes would block workers and get them killed.
-worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+worker_tmp_dir = _RAM_DISK
 # Backstops: the app refuses a longer URL or larger headers itself, in its error
 # format (wafaa.http_guards: 4094, 8190 bytes, 100 fields); gunicorn's own bare
 # answers only come far above.
@@ -129,9 +131,7 @@ def _make_metrics_dir() -> None:
     one, removed at exit; or the operator's own PROMETHEUS_MULTIPROC_DIR."""
     global _metrics_dir_is_ours
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
-            prefix="wafaa-metrics-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
-        )
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wafaa-metrics-", dir=_RAM_DISK)
         _metrics_dir_is_ours = True
 
 

@@ -197,12 +197,12 @@ def bcrypt_once(password_hash: bytes) -> float:
     return time.perf_counter() - started
 
 
-def wrk(url: str, path: str, token: str) -> dict:
+def wrk(url: str, path: str, token: str, connections: int = WRK_CONNECTIONS, seconds: int = WRK_SECONDS) -> dict:
     script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
     script.write(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
     script.close()
     output = subprocess.run(
-        ["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{WRK_SECONDS}s", "--latency", "-s", script.name, url + path],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url + path],
         capture_output=True,
         text=True,
         check=True,
@@ -230,25 +230,7 @@ request = function()
   return wrk.format("POST", "/api/v1/auth/login",
     {["Content-Type"] = "application/json", ["X-Forwarded-For"] = address}, body)
 end
-local statuses = {}
-response = function(status) statuses[status] = (statuses[status] or 0) + 1 end
-done = function() end
 """
-
-
-def wrk_probe(url: str, path: str, token: str, seconds: int) -> dict:
-    """One connection, back to back: the latency one client sees."""
-    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
-    script.write(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
-    script.close()
-    output = subprocess.run(
-        ["wrk", "-t1", "-c1", f"-d{seconds}s", "--latency", "-s", script.name, url + path],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    os.unlink(script.name)
-    return parse_wrk(output)
 
 
 def flood(url: str, token: str) -> dict:
@@ -263,14 +245,14 @@ def flood(url: str, token: str) -> dict:
     script.close()
     rounds = []
     for _ in range(FLOOD_ROUNDS):
-        idle = wrk_probe(url, "/api/v1/tenants/me", token, FLOOD_SECONDS)
+        idle = wrk(url, "/api/v1/tenants/me", token, connections=1, seconds=FLOOD_SECONDS)
         flooding = subprocess.Popen(
             ["wrk", "-t2", f"-c{FLOOD_CONNECTIONS}", f"-d{FLOOD_SECONDS + FLOOD_WARMUP + 2}s", "-s", script.name, url],
             stdout=subprocess.PIPE,
             text=True,
         )
         time.sleep(FLOOD_WARMUP)
-        during = wrk_probe(url, "/api/v1/tenants/me", token, FLOOD_SECONDS)
+        during = wrk(url, "/api/v1/tenants/me", token, connections=1, seconds=FLOOD_SECONDS)
         logins = parse_wrk(flooding.communicate(timeout=FLOOD_SECONDS + 60)[0])
         ratio = during["p99_ms"] / idle["p99_ms"]
         rounds.append({"idle": idle, "during": during, "p99_ratio": ratio, "logins": logins})

@@ -56,8 +56,7 @@ class TraceContextFilter(logging.Filter):
         return True
 
 
-def _start_span() -> None:
-    tracer = g.wafaa_tracer
+def _start_span(tracer: trace.Tracer) -> None:
     parent = propagate.extract(request.headers)
     name = f"{request.method} {request.endpoint or 'unmatched'}"
     span = tracer.start_span(name, context=parent, kind=SpanKind.SERVER)
@@ -96,8 +95,7 @@ def init_app(app: Flask, *, processor: SpanProcessor | None = None) -> None:
     app.extensions["wafaa_tracer_provider"] = provider
 
     def start() -> None:
-        g.wafaa_tracer = tracer
-        _start_span()
+        _start_span(tracer)
 
     # First of the before_request hooks, so that every log line of the request
     # (the access line included) is inside the span.
