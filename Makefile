@@ -6,7 +6,14 @@ BIN := $(VENV)/bin
 export HOST ?= 127.0.0.1
 export PORT ?= 8000
 
-.PHONY: run test lint format bench lock clean
+.PHONY: run test test-plain test-pgbouncer lint format bench lock clean
+
+# The API tests that the lanes run again in other setups (scripts/lane.sh).
+LANE_TESTS := tests/test_auth_login.py tests/test_auth_refresh.py tests/test_auth_logout_sessions.py \
+	tests/test_auth_concurrency.py tests/test_tenant_api.py tests/test_admin_api.py tests/test_audit_api.py \
+	tests/test_audit_trail.py tests/test_etags.py tests/test_cross_tenant.py tests/test_isolation_concurrency.py \
+	tests/test_isolation_rls.py tests/test_hot_paths.py tests/test_abuse_api.py tests/test_ratelimit.py \
+	tests/test_scale_out.py
 
 # Create .venv and install the pinned requirements (again whenever they change).
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -20,9 +27,15 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 run: $(VENV)/.installed
 	scripts/run.sh
 
-## Lint, then the whole test suite with coverage (TEST_DATABASE_URL, else an embedded PostgreSQL)
-test: $(VENV)/.installed lint
+## Lint, the whole suite with coverage (TEST_DATABASE_URL, else an embedded PostgreSQL), then every lane
+test: test-plain test-pgbouncer
+
+test-plain: $(VENV)/.installed lint
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=90
+
+## The API tests with the service behind a PgBouncer in transaction mode (skipped, saying so, without PgBouncer)
+test-pgbouncer: $(VENV)/.installed
+	scripts/lane.sh pgbouncer $(LANE_TESTS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -92,6 +92,14 @@ def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int
     return number
 
 
+def env_prepare_threshold(name: str) -> int | None:
+    """psycopg's prepare_threshold: None (unset or "off") never prepares."""
+    value = env_str(name)
+    if value is None or value.lower() == "off":
+        return None
+    return env_int(name, 0, minimum=0)
+
+
 def env_rate_limit(name: str, default: str) -> str:
     """A flask-limiter limit such as "20/minute;200/hour"; a typo must not turn
     the limit off."""
@@ -386,6 +394,15 @@ class Config:
         self.DB_POOL_TIMEOUT = env_int("DB_POOL_TIMEOUT", 5, minimum=1)
         self.DB_CONNECT_TIMEOUT = env_int("DB_CONNECT_TIMEOUT", 2, minimum=1)
         self.DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 5000, minimum=100)
+        # Off by default: psycopg never prepares statements on the server. A
+        # named prepared statement outlives the transaction on a pooled
+        # connection, so SQL injected into one request could replace one and run
+        # inside the next tenant's request (docs/isolation.md); and PgBouncer
+        # before 1.21 in transaction mode cannot carry them (another client's
+        # server connection has other statements, or none). A number N turns
+        # psycopg's preparation on after N runs of a statement: only on direct
+        # connections, trading that defence for a little speed.
+        self.DB_PREPARE_THRESHOLD = env_prepare_threshold("DB_PREPARE_THRESHOLD")
         self.SQLALCHEMY_ENGINE_OPTIONS = {
             "pool_size": self.DB_POOL_SIZE,
             "max_overflow": self.DB_MAX_OVERFLOW,
@@ -403,15 +420,10 @@ class Config:
             # Statements and their parameters never appear in error messages, so
             # they cannot reach a log line.
             "hide_parameters": True,
-            # prepare_threshold=None: psycopg never prepares statements on the
-            # server. A named prepared statement outlives the transaction on a
-            # pooled connection, so SQL injected into one request could replace
-            # one and run inside the next tenant's request (docs/isolation.md);
-            # PgBouncer in transaction mode cannot carry them either.
             "connect_args": {
                 "connect_timeout": self.DB_CONNECT_TIMEOUT,
                 "application_name": "wafaa",
-                "prepare_threshold": None,
+                "prepare_threshold": self.DB_PREPARE_THRESHOLD,
             },
         }
         self.SQLALCHEMY_TRACK_MODIFICATIONS = False
@@ -429,7 +441,11 @@ class Config:
                 "url": self.MIGRATION_DATABASE_URL,
                 "pool_size": 2,
                 "max_overflow": 2,
-                "connect_args": {"connect_timeout": self.DB_CONNECT_TIMEOUT, "application_name": "wafaa-owner"},
+                "connect_args": {
+                    "connect_timeout": self.DB_CONNECT_TIMEOUT,
+                    "application_name": "wafaa-owner",
+                    "prepare_threshold": self.DB_PREPARE_THRESHOLD,
+                },
             }
 
         self.CORS_ORIGINS = env_origins("CORS_ORIGINS", [])

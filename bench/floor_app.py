@@ -18,11 +18,18 @@ from psycopg_pool import ConnectionPool
 
 app = Flask(__name__)
 SECRET = os.environ["JWT_SECRET_KEY"]
+_PREPARE = (
+    None
+    if os.environ.get("FLOOR_PREPARE_THRESHOLD", "5") == "off"
+    else int(os.environ.get("FLOOR_PREPARE_THRESHOLD", "5"))
+)
 pool = ConnectionPool(
     os.environ["DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://"),
     min_size=int(os.environ.get("DB_POOL_SIZE", 5)),
     max_size=int(os.environ.get("DB_POOL_SIZE", 5)),
-    kwargs={"autocommit": True, "row_factory": dict_row},
+    # psycopg's own default (prepare after 5 runs) at its best; "off" behind
+    # PgBouncer in transaction mode, which cannot carry prepared statements.
+    kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": _PREPARE},
     open=False,
 )
 

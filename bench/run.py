@@ -15,7 +15,8 @@ pool + PyJWT doing the same database work), then prints a table and one JSON lin
   floor, and their ratios.
 
 Ratios against a floor measured in the same run keep the figures meaningful on a
-noisy machine. Only 127.0.0.1 is used.
+noisy machine. Only 127.0.0.1 is used. BENCH_SETUP=pgbouncer puts a PgBouncer in
+transaction mode between both apps and PostgreSQL (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", 5))
 # compare two different machines.
 WRK_ROUNDS = int(os.environ.get("BENCH_WRK_ROUNDS", 3))
 WRK_CONNECTIONS = 32
+# BENCH_SETUP=pgbouncer: server connections per role, fewer than the clients.
+PGBOUNCER_POOL_SIZE = 8
 
 
 def free_port() -> int:
@@ -310,10 +313,25 @@ def main() -> int:
 
     superuser = database()
     roles = bootstrap(superuser)
-    env = production_env(roles.service)
-    emails = prepare({**env, "MIGRATION_DATABASE_URL": roles.owner}, superuser)
-    floor_env = {**env, "APP_ENV": "development", "DATABASE_URL": superuser}
-    results: dict = {"cores": cores}
+    emails = prepare({**production_env(roles.service), "MIGRATION_DATABASE_URL": roles.owner}, superuser)
+    setup = os.environ.get("BENCH_SETUP", "plain")
+    service_url, floor_url, bouncer = roles.service, superuser, None
+    if setup == "pgbouncer":
+        # The service and the floor both through one PgBouncer in transaction
+        # mode (tests/pgbouncer.py), fewer server connections than clients;
+        # the migrations above ran directly, as in production.
+        from tests.pgbouncer import PgBouncer
+        from wafaa.db_roles import DEFAULT_SERVICE
+
+        bouncer = PgBouncer(superuser, users=[DEFAULT_SERVICE], pool_size=PGBOUNCER_POOL_SIZE).start()
+        service_url, floor_url = bouncer.url(roles.service), bouncer.url(superuser)
+    elif setup != "plain":
+        raise SystemExit(f"BENCH_SETUP must be plain or pgbouncer, got {setup!r}")
+    env = production_env(service_url)
+    floor_env = {**env, "APP_ENV": "development", "DATABASE_URL": floor_url}
+    if bouncer is not None:
+        floor_env["FLOOR_PREPARE_THRESHOLD"] = "off"
+    results: dict = {"cores": cores, "setup": setup}
 
     password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(12))
     service = Server("wsgi:app", env)
@@ -379,6 +397,8 @@ def main() -> int:
         service.stop()
         if floor is not None:
             floor.stop()
+        if bouncer is not None:
+            bouncer.stop()
 
     report(results)
     return 0
@@ -423,7 +443,7 @@ def report(r: dict) -> None:
         )
     )
     width = max(len(row[0]) for row in rows)
-    print(f"\nWafaa benchmark, {r['cores']} cores, gunicorn.conf.py defaults, APP_ENV=production\n")
+    print(f"\nWafaa benchmark ({r['setup']}), {r['cores']} cores, gunicorn.conf.py defaults, APP_ENV=production\n")
     for name, value, note in rows:
         print(f"  {name:<{width}}  {value:>18}  {note}")
     print("\n" + json.dumps(r, separators=(",", ":")))

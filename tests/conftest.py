@@ -20,11 +20,17 @@ from sqlalchemy.engine import make_url
 
 import config
 from config import TestConfig
+from tests.pgbouncer import PgBouncer
+from tests.pgbouncer import installed as pgbouncer_installed
 from tests.support import ApiClient, Factory
-from wafaa.db_roles import bootstrap
+from wafaa.db_roles import DEFAULT_SERVICE, RoleUrls, bootstrap
 from wafaa.extensions import db
 
 ROOT = Path(__file__).resolve().parent.parent
+# The suite's lane (Makefile): unset for the plain one; "pgbouncer" runs the API
+# tests with the service connected through a PgBouncer of the tests' own.
+LANE = os.environ.get("TEST_LANE", "")
+LANE_POOL_SIZE = 2
 # pgserver narrates every start and stop at INFO.
 logging.getLogger("pgserver").setLevel(logging.WARNING)
 
@@ -61,11 +67,16 @@ def superuser_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def database_url(superuser_url: str) -> str:
+def database_url(superuser_url: str, request) -> str:
     """The service's URL: its unprivileged login role, as in production. The roles
     are created from the superuser URL (wafaa.db_roles), and the schema owner's URL
     is what migrations and the system scope use."""
     urls = bootstrap(superuser_url)
+    if LANE == "pgbouncer":
+        # The service through PgBouncer in transaction mode; migrations and the
+        # operators' system scope directly, as docs/scaling.md says to run them.
+        bouncer = _start_lane_pgbouncer(superuser_url, request)
+        urls = RoleUrls(service=bouncer.url(urls.service), owner=urls.owner)
     # TestConfig (and gunicorn or flask started by tests) read the URLs from here.
     os.environ["TEST_DATABASE_URL"] = urls.service
     os.environ["TEST_MIGRATION_DATABASE_URL"] = urls.owner
@@ -75,6 +86,14 @@ def database_url(superuser_url: str) -> str:
     for name, value in config._TEST_SECRETS.items():
         os.environ.setdefault(name, value)
     return urls.service
+
+
+def _start_lane_pgbouncer(superuser_url: str, request) -> PgBouncer:
+    if not pgbouncer_installed():
+        pytest.exit("TEST_LANE=pgbouncer needs PgBouncer (apt-get install pgbouncer)", returncode=2)
+    bouncer = PgBouncer(superuser_url, users=[DEFAULT_SERVICE], pool_size=LANE_POOL_SIZE).start()
+    request.addfinalizer(bouncer.stop)
+    return bouncer
 
 
 @pytest.fixture(scope="session")

@@ -468,3 +468,19 @@ def test_the_absolute_session_limit_cannot_be_shorter_than_a_refresh_token(produ
     production_env.setenv("SESSION_MAX_DAYS", "7")
     with pytest.raises(ConfigError, match="SESSION_MAX_DAYS"):
         ProductionConfig()
+
+
+@pytest.mark.parametrize(("value", "threshold"), [(None, None), ("off", None), ("OFF", None), ("0", 0), ("5", 5)])
+def test_statement_preparation_is_off_unless_a_threshold_is_given(production_env, monkeypatch, value, threshold):
+    if value is not None:
+        monkeypatch.setenv("DB_PREPARE_THRESHOLD", value)
+    config = ProductionConfig()
+    assert config.DB_PREPARE_THRESHOLD == threshold
+    assert config.SQLALCHEMY_ENGINE_OPTIONS["connect_args"]["prepare_threshold"] == threshold
+
+
+@pytest.mark.parametrize("value", ["-1", "on", "1.5"])
+def test_a_statement_preparation_threshold_that_is_not_a_count_is_refused(production_env, monkeypatch, value):
+    monkeypatch.setenv("DB_PREPARE_THRESHOLD", value)
+    with pytest.raises(ConfigError, match="DB_PREPARE_THRESHOLD"):
+        ProductionConfig()

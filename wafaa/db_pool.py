@@ -21,6 +21,7 @@ from psycopg.pq import TransactionStatus
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
 
+from wafaa.errors import PREPARED_STATEMENT_LOST
 from wafaa.extensions import db
 
 IDLE_PING_SECONDS = 5.0
@@ -40,6 +41,13 @@ def init_app(app: Flask) -> None:
             cursor.execute(f"SET statement_timeout = {statement_timeout_ms}")
         if not dbapi_connection.autocommit:
             dbapi_connection.commit()
+
+    @event.listens_for(engine, "handle_error")
+    def _discard_lost_preparation(context) -> None:
+        # psycopg believes the statement is prepared on this connection, so it
+        # would fail again on each use: the connection must not be reused.
+        if getattr(context.original_exception, "sqlstate", None) in PREPARED_STATEMENT_LOST:
+            context.is_disconnect = True
 
     @event.listens_for(engine, "checkin")
     def _mark_idle(dbapi_connection, record) -> None:
@@ -80,8 +88,9 @@ def call_hot_path(function: str, *args) -> tuple | None:
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT * FROM public.{function}({placeholders})", args)
             return cursor.fetchone()
-    except psycopg.OperationalError:
-        pooled.invalidate()  # a broken connection must not go back to the pool
+    except psycopg.Error as error:
+        if isinstance(error, psycopg.OperationalError) or error.sqlstate in PREPARED_STATEMENT_LOST:
+            pooled.invalidate()  # a broken connection must not go back to the pool
         raise
     finally:
         pooled.close()

@@ -233,6 +233,23 @@ def _handle_database_unavailable(error: Exception) -> Response:
     return ServiceUnavailable().response()
 
 
+# A server-side prepared statement that is not where psycopg left it: the
+# connection goes through PgBouncer in transaction mode (before 1.21) while
+# DB_PREPARE_THRESHOLD turned preparation on, so the next transaction ran on
+# another server connection. The connection is discarded (wafaa.db_pool).
+PREPARED_STATEMENT_LOST = frozenset({"42P05", "26000"})  # duplicate_prepared_statement, invalid_sql_statement_name
+
+
+def _handle_programming_error(error: Exception) -> Response:
+    if getattr(getattr(error, "orig", error), "sqlstate", None) not in PREPARED_STATEMENT_LOST:
+        return _handle_unexpected(error)
+    log.error(
+        "prepared statement lost: set DB_PREPARE_THRESHOLD=off behind PgBouncer in transaction mode",
+        extra=_exception_fields(error),
+    )
+    return ServiceUnavailable().response()
+
+
 def _handle_limiter_unavailable(error: Exception) -> Response:
     # The rate limiter's storage (Redis) is unreachable. The request is refused
     # rather than served unlimited: an outage of the limiter must not open the
@@ -282,6 +299,8 @@ def init_app(app: Flask) -> None:
     # beneath SQLAlchemy (wafaa.db_pool.call_hot_path).
     for unavailable in (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, psycopg.OperationalError):
         app.register_error_handler(unavailable, _handle_database_unavailable)
+    for programming in (sa_exc.ProgrammingError, psycopg.ProgrammingError):
+        app.register_error_handler(programming, _handle_programming_error)
     for unavailable in (RedisError, StorageError):
         app.register_error_handler(unavailable, _handle_limiter_unavailable)
     app.register_error_handler(Exception, _handle_unexpected)

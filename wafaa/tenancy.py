@@ -290,7 +290,10 @@ class Opening:
     bound: tuple[str, tuple] | None = None
 
 
-BIND_SESSION = "SELECT wafaa_bind_session(%s, %s, %s)"
+# The statement timeout is set with the binding, in the same round trip: the
+# connection's default (wafaa.db_pool) is session state, which behind PgBouncer
+# belongs to whichever server connection the SET happened to run on.
+BIND_SESSION = "SELECT wafaa_bind_session(%s, %s, %s), set_config('statement_timeout', %s, true)"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -313,7 +316,7 @@ def opening_for(scope: Scope | None, app_role: str, statement_timeout_ms: int) -
     if scope is None or scope.tenant_id is None:
         return Opening("BEGIN")  # bound to nothing: no tenant rows at all
     session_id, admin_id = scope.session
-    return Opening("BEGIN", (BIND_SESSION, (scope.tenant_id, session_id, admin_id)))
+    return Opening("BEGIN", (BIND_SESSION, (scope.tenant_id, session_id, admin_id, str(statement_timeout_ms))))
 
 
 _OPENING = "wafaa_opening_statement"
