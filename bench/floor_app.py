@@ -2,11 +2,12 @@
 
 The least a Flask app can do to answer the same two reads: Flask, a psycopg 3
 connection pool and PyJWT; no ORM, no schemas, no row-level security, no audit, no
-rate limiter. It does the same database work as the service: one query that checks
-the token's session (live, admin and tenant active) and loads the tenant, and for
-the admin list one more that reads the page and its total.
+rate limiter. It does the same database work as the service, in one query per
+request: the token's session (live, admin and tenant active) checked, and the
+tenant, or a page of admins or of the audit log with its total, read.
 
-    gunicorn -c gunicorn.conf.py bench.floor_app:app   (env: DATABASE_URL, JWT_SECRET_KEY)
+    gunicorn -k sync -w 2 bench.floor_app:app      (env: DATABASE_URL, JWT_SECRET_KEY)
+    gunicorn -c gunicorn.conf.py bench.floor_app:app   (the service's gthread layout)
 """
 
 import os
@@ -42,10 +43,31 @@ SESSION_AND_TENANT = """
     WHERE s.id = %s AND s.admin_id = %s AND s.revoked_at IS NULL AND s.expires_at > now()
       AND a.is_active AND t.is_active
 """
-ADMINS_PAGE = """
-    SELECT id, email, full_name, role::text AS role, is_active, last_login, created_at, updated_at,
-           count(*) OVER () AS total
-    FROM tenant_admins WHERE tenant_id = %s ORDER BY created_at, id LIMIT 20
+# The pages: the session check and the page (with its total) in ONE query each,
+# a row with null columns when the session holds but the page is empty.
+LIVE_SESSION = """
+    SELECT s.tenant_id, a.role FROM auth_sessions s
+    JOIN tenant_admins a ON a.id = s.admin_id
+    JOIN tenants t ON t.id = s.tenant_id
+    WHERE s.id = %s AND s.admin_id = %s AND s.revoked_at IS NULL AND s.expires_at > now()
+      AND a.is_active AND t.is_active
+"""
+ADMINS_PAGE = f"""
+    WITH me AS ({LIVE_SESSION})
+    SELECT p.* FROM me LEFT JOIN LATERAL (
+        SELECT id, email, full_name, role::text AS role, is_active, last_login, created_at, updated_at,
+               count(*) OVER () AS total
+        FROM tenant_admins WHERE tenant_id = me.tenant_id ORDER BY created_at, id LIMIT 20
+    ) p ON true
+"""
+AUDIT_PAGE = f"""
+    WITH me AS ({LIVE_SESSION})
+    SELECT p.* FROM me LEFT JOIN LATERAL (
+        SELECT id, action, resource_type, resource_id, user_id, details, ip_address, created_at,
+               count(*) OVER () AS total
+        FROM audit_logs WHERE tenant_id = me.tenant_id ORDER BY created_at DESC, id DESC LIMIT 20
+    ) p ON true
+    WHERE me.role IN ('owner', 'admin')
 """
 
 
@@ -75,20 +97,29 @@ def tenant_me():
     return jsonify(tenant)
 
 
-@app.get("/api/v1/tenants/me/admins")
-def admins():
+def _page(query: str):
     claims = _claims()
     if claims is None:
         return _unauthorized()
     with pool.connection() as conn:
-        tenant = conn.execute(SESSION_AND_TENANT, (claims["sid"], claims["sub"])).fetchone()
-        if tenant is None:
-            return _unauthorized()
-        rows = conn.execute(ADMINS_PAGE, (tenant["id"],)).fetchall()
-    total = rows[0].pop("total") if rows else 0
-    for row in rows[1:]:
+        rows = conn.execute(query, (claims["sid"], claims["sub"])).fetchall()
+    if not rows:
+        return _unauthorized()
+    items = [row for row in rows if row["id"] is not None]
+    total = items[0]["total"] if items else 0
+    for row in items:
         row.pop("total")
-    return jsonify(items=rows, page=1, page_size=20, total=total, pages=(total + 19) // 20)
+    return jsonify(items=items, page=1, page_size=20, total=total, pages=(total + 19) // 20)
+
+
+@app.get("/api/v1/tenants/me/admins")
+def admins():
+    return _page(ADMINS_PAGE)
+
+
+@app.get("/api/v1/tenants/me/audit-logs")
+def audit_logs():
+    return _page(AUDIT_PAGE)
 
 
 @app.get("/health")
