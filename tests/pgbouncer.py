@@ -2,8 +2,9 @@
 database: a free port on 127.0.0.1, a few server connections, started and stopped
 by the tests (Debian's `pgbouncer` package; docs/scaling.md).
 
-PgBouncer refuses to run as root; started by root (CI), it drops to the owner of
-the PostgreSQL data (`postgres`) with `-u`.
+PgBouncer refuses to run as root; started by root (CI), it drops to the user of
+the PostgreSQL server (`postgres`, or the owner of an embedded server's socket
+directory) with `-u`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class PgBouncer:
         self.directory = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
         self.process: subprocess.Popen | None = None
         host = upstream.query.get("host") or upstream.host or "127.0.0.1"
+        # Started by root, PgBouncer runs as the server's own user: the one that
+        # owns its socket directory (an embedded server's), else `postgres`.
+        self.run_as = pwd.getpwuid(os.stat(host).st_uid).pw_name if host.startswith("/") else "postgres"
         passwords = {upstream.username: upstream.password or ""}
         (self.directory / "users.txt").write_text(
             "".join(f'"{user}" "{passwords.get(user, "")}"\n' for user in {*users, "postgres"})
@@ -77,11 +81,11 @@ class PgBouncer:
     def start(self, timeout: float = 15) -> PgBouncer:
         command = [BINARY, str(self.directory / "pgbouncer.ini")]
         if os.geteuid() == 0:
-            owner = pwd.getpwnam("postgres")
+            owner = pwd.getpwnam(self.run_as)
             os.chown(self.directory, owner.pw_uid, owner.pw_gid)
             for path in self.directory.iterdir():
                 os.chown(path, owner.pw_uid, owner.pw_gid)
-            command[1:1] = ["-u", "postgres"]
+            command[1:1] = ["-u", self.run_as]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
