@@ -12,6 +12,8 @@ from prometheus_client import REGISTRY
 from werkzeug.datastructures import MultiDict
 
 from tests.support import PASSWORD, error_of
+from wafaa.schemas.auth import TokenRequestSchema
+from wafaa.services.oauth import UnsupportedGrantType
 
 TOKEN = "/api/v1/auth/token"
 LOGIN = "/api/v1/auth/login"
@@ -41,6 +43,7 @@ def _login_outcomes() -> dict[str, float]:
 
 def test_password_grant_answers_as_rfc_6749_section_5_1_and_the_token_works(client, factory, raw_db):
     world = factory.world()
+    before = _login_outcomes()
     # Swagger UI's form: an empty scope, and Basic client credentials of an
     # empty id and secret; neither means anything here.
     response = client.post(
@@ -55,6 +58,7 @@ def test_password_grant_answers_as_rfc_6749_section_5_1_and_the_token_works(clie
     assert body["expires_in"] == 30 * 60
     assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["Pragma"] == "no-cache"
+    assert _login_outcomes()["success"] - before["success"] == 1
 
     me = client.get(ME, headers={"Authorization": f"Bearer {body['access_token']}"})
     assert me.status_code == 200 and me.get_json()["name"] == world.tenant.name
@@ -67,6 +71,14 @@ def test_password_grant_answers_as_rfc_6749_section_5_1_and_the_token_works(clie
     assert raw_db.execute(
         "SELECT count(*) FROM audit_logs WHERE action = 'auth.login' AND user_id = %s", (world.owner.id,)
     ).fetchone() == (1,)
+
+
+def test_the_schema_loads_a_plain_mapping_too():
+    # Outside a request (no form MultiDict), nothing can be repeated.
+    form = TokenRequestSchema().load({"grant_type": "password", "username": "a@b.example.com", "password": "p"})
+    assert form == {"grant_type": "password", "username": "a@b.example.com", "password": "p"}
+    with pytest.raises(UnsupportedGrantType):
+        TokenRequestSchema().load({"grant_type": "implicit"})
 
 
 def test_the_username_is_the_email_normalised_as_the_login_does(client, factory):
@@ -204,3 +216,10 @@ def test_failures_through_the_token_endpoint_throttle_the_json_login(make_app, f
         "SELECT action FROM audit_logs WHERE resource_id = %s ORDER BY created_at", (str(world.owner.id),)
     ).fetchall()
     assert ("auth.login_throttled",) in actions
+
+
+def test_a_form_over_the_size_limit_is_413(client, app):
+    padding = "x" * app.config["MAX_CONTENT_LENGTH"]
+    response = client.post(TOKEN, data={"grant_type": "password", "username": "a@b.example.com", "password": padding})
+    assert response.status_code == 413
+    assert error_of(response)["code"] == "payload_too_large"
