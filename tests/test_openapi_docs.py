@@ -12,11 +12,13 @@ import uuid
 from html.parser import HTMLParser
 
 import pytest
+from flask import url_for
 
 from tests.support import error_of
 
 PUBLIC_OPERATIONS = {
     ("post", "/api/v1/auth/login"),
+    ("post", "/api/v1/auth/token"),
     ("get", "/health"),
     ("get", "/livez"),
     ("get", "/readyz"),
@@ -36,6 +38,7 @@ EXPECTED_OPERATIONS = PUBLIC_OPERATIONS | {
     ("delete", "/api/v1/tenants/me/admins/{admin_id}"),
     ("get", "/api/v1/tenants/me/audit-logs"),
 }
+ACCESS_SCHEMES = [{"bearerAuth": []}, {"oauth2Password": []}]
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 # Routes that serve the documentation itself rather than the API.
 DOCS_ENDPOINTS = {"api-docs.openapi_json", "api-docs.openapi_swagger_ui", "docs-assets.asset"}
@@ -97,6 +100,20 @@ def test_openapi_document_is_openapi_3_with_a_bearer_jwt_scheme(spec):
     }
 
 
+def test_the_oauth2_password_flow_points_at_the_token_endpoint(app, spec):
+    # What Swagger UI's Authorize dialog logs in with (tests/test_swagger_ui_login.py).
+    scheme = spec["components"]["securitySchemes"]["oauth2Password"]
+    assert scheme["type"] == "oauth2"
+    assert set(scheme["flows"]) == {"password"}
+    token_url = scheme["flows"]["password"]["tokenUrl"]
+    with app.test_request_context():
+        assert token_url == url_for("auth.Token")
+    body = operations(spec)[("post", token_url)]["requestBody"]["content"]
+    assert set(body) == {"application/x-www-form-urlencoded"}
+    schema = resolve(spec, body["application/x-www-form-urlencoded"]["schema"])
+    assert {"grant_type", "username", "password"} <= set(schema["required"])
+
+
 def test_every_endpoint_is_documented(spec):
     documented = set(operations(spec))
     missing = EXPECTED_OPERATIONS - documented
@@ -138,8 +155,9 @@ def test_protected_operations_declare_bearer_auth_and_a_401(spec):
     for key, operation in operations(spec).items():
         if key in PUBLIC_OPERATIONS:
             continue
-        scheme = "refreshToken" if key == ("post", "/api/v1/auth/refresh") else "bearerAuth"
-        assert operation.get("security") == [{scheme: []}], key
+        # An access token, pasted or got through the OAuth 2 password flow.
+        schemes = [{"refreshToken": []}] if key == ("post", "/api/v1/auth/refresh") else ACCESS_SCHEMES
+        assert operation.get("security") == schemes, key
         assert "401" in operation["responses"], key
 
 
@@ -187,8 +205,10 @@ def test_error_responses_use_the_error_envelope(spec):
 def test_operations_that_take_input_document_422(spec):
     for key, operation in operations(spec).items():
         takes_query = any(resolve(spec, p).get("in") == "query" for p in operation.get("parameters", []))
+        # The OAuth token endpoint's form is refused as RFC 6749 says: 400.
+        takes_form = "application/x-www-form-urlencoded" in operation.get("requestBody", {}).get("content", {})
         if "requestBody" in operation or takes_query:
-            assert "422" in operation["responses"], key
+            assert ("400" if takes_form else "422") in operation["responses"], key
 
 
 def test_health_503_documents_the_health_body(spec):
@@ -215,7 +235,11 @@ def test_operations_documented_as_protected_refuse_a_request_without_token(clien
 
 def test_operations_documented_as_public_need_no_token(client, spec):
     for method, path in PUBLIC_OPERATIONS:
-        kwargs = {"json": {"email": "nobody@example.test", "password": "not-the-password"}} if method == "post" else {}
+        kwargs = {}
+        if path.endswith("/token"):
+            kwargs = {"data": {"grant_type": "password", "username": "nobody@example.test", "password": "not-it"}}
+        elif method == "post":
+            kwargs = {"json": {"email": "nobody@example.test", "password": "not-the-password"}}
         response = client.open(path, method=method.upper(), **kwargs)
         code = (response.get_json() or {}).get("error", {}).get("code")
         assert code != "token_missing", (method, path)

@@ -77,6 +77,17 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
             "description": "The refresh token (POST /api/v1/auth/refresh only), in the header or the body",
         },
     )
+    # The same access token, got by logging in: Swagger UI's Authorize dialog
+    # asks for the email (as username) and password and posts them to tokenUrl.
+    api.spec.components.security_scheme(
+        "oauth2Password",
+        {
+            "type": "oauth2",
+            "description": "Log in with your email as the username and your password; "
+            "the client id and secret are not used",
+            "flows": {"password": {"tokenUrl": "/api/v1/auth/token", "scopes": {}}},
+        },
+    )
     db_pool.init_app(app)
     metrics.init_app(app)
     passwords.init_app(app)

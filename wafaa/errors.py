@@ -73,10 +73,13 @@ def error_response(
     details: dict | None = None,
     headers: dict | None = None,
 ) -> Response:
+    code = code or STATUS_CODES.get(status) or _status_slug(status)
+    if has_request_context():
+        g.error_code = code  # what the request's metrics count it as (wafaa.metrics)
     body = {
         "error": {
             "status": status,
-            "code": code or STATUS_CODES.get(status) or _status_slug(status),
+            "code": code,
             "message": message or STATUS_MESSAGES.get(status) or HTTPStatus(status).phrase,
             "details": details,
             "request_id": current_request_id(),
@@ -197,9 +200,14 @@ def _handle_http_exception(error: HTTPException) -> Response:
         message = f"The request body is larger than the limit of {current_app.config['MAX_CONTENT_LENGTH']} bytes."
     if status == 400 and details and "json" in details:
         message = "The request body is not valid JSON."
+    code = None
+    if status == 400 and details and "form" in details:
+        # Only the OAuth token endpoint takes a form (wafaa.http_guards), and
+        # parses it with a 400: RFC 6749's name for a bad token request.
+        code, message = "invalid_request", STATUS_MESSAGES[422]
     if status >= 500:
         _log_exception(error)
-    return error_response(status, message=message, details=details, headers=headers)
+    return error_response(status, code, message, details, headers)
 
 
 def _handle_integrity_error(error: sa_exc.IntegrityError) -> Response:

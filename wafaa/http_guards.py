@@ -24,6 +24,18 @@ MAX_HEADER_FIELD_BYTES = 8190
 MAX_HEADER_FIELDS = 100
 
 
+# The one endpoint whose body is a form, not JSON: RFC 6749's token endpoint,
+# which OAuth clients (Swagger UI's Authorize) post form-encoded. Every other
+# endpoint keeps refusing forms.
+FORM_ENDPOINTS = frozenset({"auth.Token"})
+FORM = "application/x-www-form-urlencoded"
+
+
+class NotAForm(ApiError):
+    status, code = 415, "unsupported_media_type"
+    message = f"The request body must be form-encoded (Content-Type: {FORM})."
+
+
 class UriTooLong(ApiError):
     status, code, message = 414, "uri_too_long", f"The URL is longer than {MAX_URL_LENGTH} characters."
 
@@ -44,8 +56,9 @@ def check_head() -> None:
 
 
 def check_body() -> None:
-    """413 for a body over MAX_CONTENT_LENGTH, 415 for a body that is not JSON,
-    400 for a body that is not valid JSON or is nested too deeply.
+    """413 for a body over MAX_CONTENT_LENGTH, 415 for a body that is not JSON
+    (not a form, at FORM_ENDPOINTS), 400 for a body that is not valid JSON or is
+    nested too deeply.
 
     Werkzeug only enforces the size limit when the body is read, and webargs
     silently ignores a body of another media type (the fields would then be
@@ -60,6 +73,10 @@ def check_body() -> None:
     has_body = bool(length) or (length is None and "Transfer-Encoding" in request.headers)
     if not has_body:
         return
+    if request.endpoint in FORM_ENDPOINTS:
+        if request.mimetype != FORM:
+            raise NotAForm()
+        return  # Werkzeug's form parser enforces the size limits itself
     if not request.is_json:
         raise UnsupportedMediaType()
     # Read (and keep, for the parsers) the body now.

@@ -61,7 +61,19 @@ LOGINS = Counter("wafaa_logins_total", "Login attempts by outcome", ["outcome"])
 RATE_LIMITED = Counter("wafaa_rate_limit_refusals_total", "Requests refused by a rate limit", ["endpoint"])
 AUDIT_ROWS = Counter("wafaa_audit_rows_total", "Audit rows committed", ["action"])
 
-LOGIN_OUTCOMES = {200: "success", 401: "failure", 429: "limited", 503: "busy"}
+# The JSON login and the OAuth token endpoint (the same login); outcomes by the
+# error code, since the token endpoint's failed login is a 400 (RFC 6749).
+LOGIN_ENDPOINTS = frozenset({"auth.Login", "auth.Token"})
+LOGIN_OUTCOMES = {
+    "invalid_credentials": "failure",
+    "invalid_grant": "failure",
+    "rate_limited": "limited",
+    "service_unavailable": "busy",
+}
+
+
+def _login_outcome(status: int) -> str | None:
+    return "success" if status == 200 else LOGIN_OUTCOMES.get(g.get("error_code"))
 
 
 def _allowed() -> bool:
@@ -99,8 +111,9 @@ def _finish(response: Response) -> Response:
         started = g.get("metrics_started")
         if started is not None:
             LATENCY.labels(endpoint, request.method).observe(time.perf_counter() - started)
-        if endpoint == "auth.Login" and response.status_code in LOGIN_OUTCOMES:
-            LOGINS.labels(LOGIN_OUTCOMES[response.status_code]).inc()
+        outcome = _login_outcome(response.status_code) if endpoint in LOGIN_ENDPOINTS else None
+        if outcome is not None:
+            LOGINS.labels(outcome).inc()
         if response.status_code == 429:
             RATE_LIMITED.labels(endpoint).inc()
     return response

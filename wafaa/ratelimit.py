@@ -47,8 +47,11 @@ def login_account_key() -> str:
     address lands in Redis, and a dictionary of hashed emails cannot reverse the
     keys. Per source, not per account alone: a limit on the account from
     anywhere would let anyone lock its owner out by spending it."""
-    body = request.get_json(silent=True)
-    email = body.get("email") if isinstance(body, dict) else None
+    if request.endpoint == "auth.Token":  # the same login, form-encoded (RFC 6749)
+        email = request.form.get("username")
+    else:
+        body = request.get_json(silent=True)
+        email = body.get("email") if isinstance(body, dict) else None
     if not isinstance(email, str):
         return f"account-unnamed:{client_ip()}"
     key = current_app.config["SECRET_KEY"].encode("utf-8")
@@ -92,12 +95,16 @@ def _setting(name: str) -> Callable[[], str]:
     return lambda: current_app.config[name]
 
 
-# endpoint -> [(limit setting, key, scope)]
+_LOGIN_LIMITS = [
+    ("RATELIMIT_LOGIN_PER_IP", client_ip, "login-ip"),
+    ("RATELIMIT_LOGIN_PER_ACCOUNT", login_account_key, "login-account"),
+]
+# endpoint -> [(limit setting, key, scope)]. A scope is one bucket wherever it
+# is applied: the JSON login and the OAuth token endpoint spend the same budget,
+# so a second door to the login is not a second allowance of guesses.
 ROUTE_LIMITS = {
-    "auth.Login": [
-        ("RATELIMIT_LOGIN_PER_IP", client_ip, "login-ip"),
-        ("RATELIMIT_LOGIN_PER_ACCOUNT", login_account_key, "login-account"),
-    ],
+    "auth.Login": _LOGIN_LIMITS,
+    "auth.Token": _LOGIN_LIMITS,
     "auth.Refresh": [("RATELIMIT_REFRESH_PER_IP", client_ip, "refresh-ip")],
 }
 
@@ -172,6 +179,6 @@ def init_app(app: Flask) -> None:
     for endpoint, limits in ROUTE_LIMITS.items():
         view = app.view_functions[endpoint]
         for setting, key, scope in limits:
-            view = limiter.limit(_setting(setting), key_func=key, scope=scope)(view)
+            view = limiter.shared_limit(_setting(setting), key_func=key, scope=scope)(view)
         app.view_functions[endpoint] = view
     app.extensions["wafaa_limiter"] = limiter

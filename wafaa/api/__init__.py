@@ -10,7 +10,9 @@ from wafaa.permissions import require_manager
 from wafaa.security import ACCESS, PUBLIC, REFRESH, current_identity, requires
 from wafaa.unit_of_work import transactional
 
-BEARER = [{"bearerAuth": []}]
+# Either scheme gives the same access token: pasted (bearerAuth) or got by
+# logging in through the OAuth 2 password flow (oauth2Password, Swagger UI).
+BEARER = [{"bearerAuth": []}, {"oauth2Password": []}]
 # Refresh takes the refresh token, not the access token: its own scheme, so that
 # a generated client sends the right one.
 REFRESH_BEARER = [{"refreshToken": []}]

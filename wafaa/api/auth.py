@@ -6,15 +6,20 @@ from flask.views import MethodView
 
 from wafaa.api import Blueprint
 from wafaa.schemas.auth import (
+    NO_CACHE,
+    OAUTH_ERROR_DOC,
+    TOKEN_RESPONSE_HEADERS,
     LoginSchema,
     LogoutSchema,
     RefreshedTokensSchema,
     RefreshSchema,
     SessionSchema,
     TokenPairSchema,
+    TokenRequestSchema,
 )
+from wafaa.schemas.common import ErrorSchema
 from wafaa.security import current_identity
-from wafaa.services import sessions
+from wafaa.services import oauth, sessions
 
 # Rate limits of these endpoints (per IP, per account): wafaa/ratelimit.py.
 blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Login, tokens and sessions")
@@ -34,6 +39,30 @@ class Login(MethodView):
         `invalid_credentials`.
         """
         return sessions.login(credentials["email"], credentials["password"])
+
+
+@blp.route("/token")
+class Token(MethodView):
+    @blp.public
+    @blp.arguments(TokenRequestSchema, location="form", error_status_code=400)
+    @blp.response(200, TokenPairSchema, headers=TOKEN_RESPONSE_HEADERS)
+    @blp.alt_response(
+        400, schema=ErrorSchema, description=OAUTH_ERROR_DOC["description"], examples=OAUTH_ERROR_DOC["examples"]
+    )
+    @blp.errors(413, 415, 429, 503)
+    @blp.doc(operationId="oauth_token")
+    def post(self, form):
+        """Log in with email and password (OAuth 2 password grant)
+
+        The login of `POST /auth/login` for OAuth 2 clients, such as Swagger UI's
+        **Authorize** dialog: a form (`application/x-www-form-urlencoded`) with
+        `grant_type=password`, `username` (the email) and `password`. Same limits,
+        throttling and audit as that login. Refusals are 400 with the RFC 6749 error
+        in `code`: `invalid_grant` (every failed login, whatever failed),
+        `invalid_request` (a missing, malformed or repeated parameter) or
+        `unsupported_grant_type`.
+        """
+        return oauth.password_grant(form["username"], form["password"]), NO_CACHE
 
 
 @blp.route("/refresh")
