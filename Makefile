@@ -9,7 +9,7 @@ export PORT ?= 8000
 .PHONY: run test test-plain test-pgbouncer lint format bench lock clean
 
 # The API tests that the lanes run again in other setups (scripts/lane.sh).
-LANE_TESTS := tests/test_auth_login.py tests/test_auth_refresh.py tests/test_auth_logout_sessions.py \
+LANE_TESTS := tests/test_auth_login.py tests/test_oauth_token.py tests/test_auth_refresh.py tests/test_auth_logout_sessions.py \
 	tests/test_auth_concurrency.py tests/test_tenant_api.py tests/test_admin_api.py tests/test_audit_api.py \
 	tests/test_audit_trail.py tests/test_etags.py tests/test_cross_tenant.py tests/test_isolation_concurrency.py \
 	tests/test_isolation_rls.py tests/test_hot_paths.py tests/test_abuse_api.py tests/test_ratelimit.py \
