@@ -33,7 +33,7 @@ EXPECTED_OPERATIONS = PUBLIC_OPERATIONS | {
     ("post", "/api/v1/tenants/me/admins"),
     ("get", "/api/v1/tenants/me/admins/{admin_id}"),
     ("patch", "/api/v1/tenants/me/admins/{admin_id}"),
-    ("delete", "/api/v1/tenants/me/admins/{admin_id}"),
+    ("post", "/api/v1/tenants/me/admins/{admin_id}/deactivate"),
     ("get", "/api/v1/tenants/me/audit-logs"),
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -116,7 +116,11 @@ def test_every_route_of_the_app_is_documented(app, spec):
 
 
 def test_path_parameters_are_documented_as_uuids(spec):
-    for path in ("/api/v1/auth/sessions/{session_id}", "/api/v1/tenants/me/admins/{admin_id}"):
+    for path in (
+        "/api/v1/auth/sessions/{session_id}",
+        "/api/v1/tenants/me/admins/{admin_id}",
+        "/api/v1/tenants/me/admins/{admin_id}/deactivate",
+    ):
         name = re.search(r"\{(\w+)\}", path).group(1)
         item = spec["paths"][path]
         parameters = list(item.get("parameters", []))

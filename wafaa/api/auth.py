@@ -26,6 +26,7 @@ class Login(MethodView):
     @blp.arguments(LoginSchema)
     @blp.response(200, TokenPairSchema)
     @blp.errors(401, 429, 503)
+    @blp.doc(operationId="login")
     def post(self, credentials):
         """Log in with email and password
 
@@ -39,8 +40,9 @@ class Login(MethodView):
 @blp.route("/refresh")
 class Refresh(MethodView):
     @blp.authenticated(refresh=True)
-    @blp.arguments(RefreshSchema)
+    @blp.arguments(RefreshSchema, required=False)
     @blp.response(200, RefreshedTokensSchema)
+    @blp.doc(operationId="refresh_tokens")
     def post(self, body):
         """Exchange a refresh token for new tokens
 
@@ -59,6 +61,7 @@ class Logout(MethodView):
     @blp.authenticated
     @blp.arguments(LogoutSchema, required=False)
     @blp.response(204)
+    @blp.doc(operationId="logout")
     def post(self, body):
         """Log out
 
@@ -72,6 +75,7 @@ class Logout(MethodView):
 class Sessions(MethodView):
     @blp.authenticated
     @blp.response(200, SessionSchema(many=True))
+    @blp.doc(operationId="list_sessions")
     def get(self):
         """List your active sessions"""
         return sessions.active_sessions(current_identity())
@@ -82,6 +86,7 @@ class SessionById(MethodView):
     @blp.authenticated
     @blp.response(204)
     @blp.errors(404)
+    @blp.doc(operationId="revoke_session")
     def delete(self, session_id: uuid.UUID):
         """Revoke one of your sessions"""
         sessions.revoke_own_session(current_identity(), session_id)

@@ -39,7 +39,13 @@ class AdminCreateSchema(StrictSchema):
     password = Text(
         required=True,
         load_only=True,
-        metadata={"description": f"{MIN_PASSWORD_LENGTH} characters to {MAX_PASSWORD_BYTES} bytes in UTF-8"},
+        metadata={
+            "description": f"{MIN_PASSWORD_LENGTH} characters to {MAX_PASSWORD_BYTES} bytes in UTF-8 "
+            "(bcrypt reads no further), no NUL",
+            "format": "password",
+            "minLength": MIN_PASSWORD_LENGTH,
+            "maxLength": MAX_PASSWORD_BYTES,
+        },
     )
 
     @pre_load

@@ -1,0 +1,34 @@
+"""Schemathesis hooks for `st run` against a served app (tests/test_schemathesis_run.py).
+
+Every call gets tokens of its own, from a login made just before it: the run
+calls logout and revokes sessions (the stateful phase with real session ids),
+and a token shared across calls would die with the first of them, turning the
+rest of the run into 401s. Logins are cheap in the testing configuration
+(bcrypt cost 4, no login limits to speak of). The refresh operation gets the
+refresh token, as its documented scheme says; everything else the access token.
+"""
+
+from __future__ import annotations
+
+import os
+
+import requests
+import schemathesis
+
+REFRESH_OPERATION = "POST /api/v1/auth/refresh"
+
+
+@schemathesis.auth(refresh_interval=None)
+class FreshLogin:
+    def get(self, case, context):
+        response = requests.post(
+            f"{os.environ['WAFAA_ST_URL']}/api/v1/auth/login",
+            json={"email": os.environ["WAFAA_ST_EMAIL"], "password": os.environ["WAFAA_ST_PASSWORD"]},
+            timeout=10,
+        )
+        assert response.status_code == 200, f"login for the run failed: {response.status_code} {response.text}"
+        return response.json()
+
+    def set(self, case, data, context):
+        token = data["refresh_token"] if case.operation.label == REFRESH_OPERATION else data["access_token"]
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
