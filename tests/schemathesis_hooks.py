@@ -14,8 +14,27 @@ import os
 
 import requests
 import schemathesis
+from hypothesis import strategies as st
+
+from wafaa.passwords import MAX_PASSWORD_BYTES, MIN_PASSWORD_LENGTH
 
 REFRESH_OPERATION = "POST /api/v1/auth/refresh"
+
+# A new password is MIN_PASSWORD_LENGTH characters to MAX_PASSWORD_BYTES bytes in
+# UTF-8, without NUL, as the document's description of `format: password` says.
+# JSON Schema can count characters but not bytes, so the fuzzer is told how to
+# make such passwords: short ones of any characters (4 bytes at most each) or
+# long ones of ASCII. (Too short or of the wrong type stays negative data.)
+_CHARACTERS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+schemathesis.openapi.format(
+    "password",
+    st.one_of(
+        st.text(_CHARACTERS, min_size=MIN_PASSWORD_LENGTH, max_size=MAX_PASSWORD_BYTES // 4),
+        st.text(
+            st.characters(min_codepoint=1, max_codepoint=127), min_size=MIN_PASSWORD_LENGTH, max_size=MAX_PASSWORD_BYTES
+        ),
+    ),
+)
 
 
 @schemathesis.auth(refresh_interval=None)

@@ -42,6 +42,8 @@ def is_storable_text(text: str) -> bool:
 # the OpenAPI document states what the service enforces and a schema-valid value
 # is never refused (Schemathesis' positive_data_acceptance checks exactly that).
 NO_NUL_PATTERN = r"^[^\x00]*$"
+# marshmallow's Email wants a dot in the domain and a top-level label of two or more.
+EMAIL_PATTERN = r"^[^\x00]+@[^@\x00]+\.[^@.\x00]{2,}$"
 # Control characters (Unicode Cc) and the bidirectional controls (identities.BIDI_CONTROLS).
 _NAME_CONTROLS = r"\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
 # What str.strip() removes, beyond the controls: a name is not blank after it.
@@ -102,6 +104,7 @@ class EmailText(Text):
             **_documented(
                 kwargs,
                 format="email",
+                pattern=EMAIL_PATTERN,
                 description="An email address; one writing system per part (no look-alike letters), "
                 "an internationalised domain is kept in its IDNA (ASCII) form",
             ),
