@@ -77,7 +77,11 @@ class Sessions(MethodView):
     @blp.response(200, SessionSchema(many=True))
     @blp.doc(operationId="list_sessions")
     def get(self):
-        """List your active sessions"""
+        """List your active sessions
+
+        One per login that has not ended (logged out, revoked, expired);
+        `current` marks the session of the token that asks.
+        """
         return sessions.active_sessions(current_identity())
 
 
@@ -88,5 +92,9 @@ class SessionById(MethodView):
     @blp.errors(404)
     @blp.doc(operationId="revoke_session")
     def delete(self, session_id: uuid.UUID):
-        """Revoke one of your sessions"""
+        """Revoke one of your sessions
+
+        Its access and refresh tokens stop working at once. Another admin's
+        session, or an unknown id, is 404.
+        """
         sessions.revoke_own_session(current_identity(), session_id)

@@ -73,7 +73,11 @@ class Admins(MethodView):
     @blp.response(200, AdminPageSchema)
     @blp.doc(operationId="list_admins")
     def get(self, query):
-        """List your tenant's admins, oldest first"""
+        """List your tenant's admins, oldest first
+
+        Filter by `role` or `is_active`; `page` and `page_size` page the result.
+        Inactive admins are listed too: admins are deactivated, never deleted.
+        """
         return admins.list_admins(**query)
 
     @blp.authenticated
@@ -101,7 +105,11 @@ class AdminById(MethodView):
     @blp.errors(404)
     @blp.doc(operationId="get_admin")
     def get(self, admin_id: uuid.UUID):
-        """One admin of your tenant (with an `ETag` for `If-Match`)"""
+        """One admin of your tenant
+
+        With an `ETag`: send it back as `If-Match` on PATCH or deactivate. An
+        admin of another tenant is 404, like one that does not exist.
+        """
         return tagged(AdminSchema(), get_or_404(TenantAdmin, admin_id))
 
     @blp.authenticated
