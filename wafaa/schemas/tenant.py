@@ -74,7 +74,8 @@ class TenantUpdateSchema(StrictSchema):
         metadata={
             "description": "JSON Merge Patch (RFC 7396) applied to the current settings: keys are merged, "
             f"null removes a key. The result is at most {SETTINGS_MAX_BYTES} bytes and "
-            f"{SETTINGS_MAX_DEPTH} levels deep."
+            f"{SETTINGS_MAX_DEPTH} levels deep, with no NUL character in any key or string "
+            "(PostgreSQL's jsonb cannot store one)."
         }
     )
 
