@@ -283,13 +283,20 @@ def test_any_role_reads_one_admin(api, factory, role):
     assert_no_secrets(response)
 
 
-@pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
+def _admin_request(api, method: str, admin_id, *args, **kwargs):
+    """`method` on an admin; DEACTIVATE is POST .../deactivate (admins are never deleted)."""
+    if method == "DEACTIVATE":
+        return api.post(f"{ADMINS}/{admin_id}/deactivate", *args, **kwargs)
+    return api.request(method, f"{ADMINS}/{admin_id}", *args, **kwargs)
+
+
+@pytest.mark.parametrize("method", ["GET", "PATCH", "DEACTIVATE"])
 def test_unknown_or_malformed_admin_ids_are_404(api, factory, method):
     world = factory.world()
     token = api.login(world.owner)["access_token"]
     body = {"full_name": "x"} if method == "PATCH" else None
     for target in (uuid.uuid4(), "not-a-uuid", "1"):
-        response = api.request(method, f"{ADMINS}/{target}", token=token, json=body)
+        response = _admin_request(api, method, target, token=token, json=body)
         assert response.status_code == 404
         assert error_of(response)["code"] == "not_found"
 
@@ -346,7 +353,7 @@ CHANGES = {
     "to-admin": ("PATCH", {"role": "admin"}),
     "to-owner": ("PATCH", {"role": "owner"}),
     "deactivate": ("PATCH", {"is_active": False}),
-    "delete": ("DELETE", None),
+    "deactivate-post": ("DEACTIVATE", None),
 }
 
 
@@ -373,7 +380,7 @@ def test_role_rules_for_changing_and_deactivating_admins(api, factory, raw_db, a
     victim = factory.admin(world.tenant, target)
     before = admin_row(raw_db, victim.id)
     method, body = CHANGES[change]
-    response = api.request(method, f"{ADMINS}/{victim.id}", world.by_role(actor), json=body)
+    response = _admin_request(api, method, victim.id, world.by_role(actor), json=body)
     assert response.status_code == status, response.get_json()
     after = admin_row(raw_db, victim.id)
     if status == 403:
@@ -389,15 +396,20 @@ def test_role_rules_for_changing_and_deactivating_admins(api, factory, raw_db, a
 
 @pytest.mark.parametrize(
     ("method", "body"),
-    [("PATCH", {"role": "admin"}), ("PATCH", {"role": "viewer"}), ("PATCH", {"is_active": False}), ("DELETE", None)],
-    ids=["demote-to-admin", "demote-to-viewer", "deactivate", "delete"],
+    [
+        ("PATCH", {"role": "admin"}),
+        ("PATCH", {"role": "viewer"}),
+        ("PATCH", {"is_active": False}),
+        ("DEACTIVATE", None),
+    ],
+    ids=["demote-to-admin", "demote-to-viewer", "deactivate", "deactivate-post"],
 )
 def test_the_last_active_owner_cannot_be_demoted_or_deactivated(api, factory, raw_db, method, body):
     world = factory.world()
     factory.admin(world.tenant, "owner", is_active=False)  # an inactive owner does not count
     token = api.login(world.owner)["access_token"]
     before = admin_row(raw_db, world.owner.id)
-    response = api.request(method, f"{ADMINS}/{world.owner.id}", token=token, json=body)
+    response = _admin_request(api, method, world.owner.id, token=token, json=body)
     assert response.status_code == 409
     assert error_of(response)["code"] == "conflict"
     assert admin_row(raw_db, world.owner.id) == before
@@ -446,7 +458,7 @@ def test_a_promotion_takes_effect_on_the_next_request_with_the_same_token(api, f
 
 
 @pytest.mark.parametrize(
-    ("method", "body"), [("DELETE", None), ("PATCH", {"is_active": False})], ids=["delete", "patch"]
+    ("method", "body"), [("DEACTIVATE", None), ("PATCH", {"is_active": False})], ids=["post-deactivate", "patch"]
 )
 def test_deactivation_keeps_the_row_revokes_sessions_and_keeps_audit_references(api, factory, raw_db, method, body):
     world = factory.world()
@@ -458,7 +470,7 @@ def test_deactivation_keeps_the_row_revokes_sessions_and_keeps_audit_references(
     acted = raw_db.execute("SELECT count(*) FROM audit_logs WHERE user_id = %s", (world.admin.id,)).fetchone()[0]
     assert acted >= 3  # two logins and the change
 
-    response = api.request(method, f"{ADMINS}/{world.admin.id}", world.owner, json=body)
+    response = _admin_request(api, method, world.admin.id, world.owner, json=body)
     assert response.status_code in (200, 204)
     if response.status_code == 200:
         assert response.get_json()["is_active"] is False
@@ -493,7 +505,7 @@ def test_a_reactivated_admin_logs_in_again_but_old_sessions_stay_revoked(api, fa
     world = factory.world()
     old = api.login(world.viewer)["access_token"]
     owner = api.login(world.owner)["access_token"]
-    assert api.delete(f"{ADMINS}/{world.viewer.id}", token=owner).status_code in (200, 204)
+    assert api.post(f"{ADMINS}/{world.viewer.id}/deactivate", token=owner).status_code in (200, 204)
     response = api.patch(f"{ADMINS}/{world.viewer.id}", token=owner, json={"is_active": True})
     assert response.status_code == 200 and response.get_json()["is_active"] is True
     assert api.get("/api/v1/tenants/me", token=old).status_code == 401

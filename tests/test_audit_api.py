@@ -6,7 +6,6 @@ only the caller's tenant; and nothing in the API can change it.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from datetime import timedelta, timezone
 
@@ -39,7 +38,7 @@ def history(api, factory) -> History:
         json={"email": "new.viewer@example.test", "full_name": "New Viewer", "role": "viewer", "password": PASSWORD},
     )
     assert created.status_code == 201
-    assert api.delete(f"{ME}/admins/{created.get_json()['id']}", token=owner).status_code in (200, 204)
+    assert api.post(f"{ME}/admins/{created.get_json()['id']}/deactivate", token=owner).status_code in (200, 204)
     assert api.patch(ME, token=admin, json={"settings": {"lang": "ar"}}).status_code == 200
     other_token = api.login(other.owner)["access_token"]
     assert api.patch(ME, token=other_token, json={"name": "Other Rename"}).status_code == 200
@@ -188,35 +187,24 @@ def test_cursor_pages_do_not_shift_while_entries_are_added(api, raw_db, history)
     assert newer["items"][0]["action"] == "tenant.updated"
 
 
-def _cursor(raw: str) -> str:
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-A_CURSOR = _cursor('{"t":"2026-01-01T00:00:00+00:00","id":"00000000-0000-4000-8000-000000000000"}')
+A_CURSOR = "1767225600000000.00000000000040008000000000000000"  # 2026-01-01, an id
 
 
 @pytest.mark.parametrize(
     "query",
     [
         {"after": "not-a-cursor"},
-        {
-            "after": A_CURSOR,
-            "before": A_CURSOR,
-        },
-        {
-            "after": A_CURSOR,
-            "page": 2,
-        },
-        {"after": _cursor('{"t":"2026-01-01T00:00:00+00:00"}')},  # no id
-        {"after": _cursor('{"t":"2026-01-01T00:00:00","id":"00000000-0000-4000-8000-000000000000"}')},  # no zone
+        {"after": "1767225600000000"},  # no id
+        {"after": "1767225600000000.0000000000004000800000000000000"},  # a digit short
+        {"after": "-1.00000000000040008000000000000000"},
+        {"after": "1767225600000000.00000000000040008000000000000000 "},
+        {"after": "eyJ0IjoiMjAyNi0wMS0wMVQwMDowMDowMCswMDowMCJ9"},  # the old base64 JSON form
         {"action": "tenant.exploded"},
         {"action": "TENANT.UPDATED"},
         {"action": ""},
         {"user_id": "not-a-uuid"},
         {"since": "yesterday"},
         {"since": "2026-01-01T00:00:00"},  # no zone: ambiguous
-        {"since": "2026-01-02T00:00:00+00:00", "until": "2026-01-01T00:00:00+00:00"},
-        {"since": "2026-01-01T00:00:00+00:00", "until": "2026-01-01T00:00:00+00:00"},
         {"page_size": 101},
         {"page_size": 0},
         {"page": 0},

@@ -58,7 +58,7 @@ OPERATIONS: dict[str, Callable] = {
     "admin.updated": lambda api, w, t: api.patch(
         f"{ADMINS}/{w.viewer.id}", token=t, json={"full_name": "New Name", "role": "admin"}
     ),
-    "admin.deactivated": lambda api, w, t: api.delete(f"{ADMINS}/{w.viewer.id}", token=t),
+    "admin.deactivated": lambda api, w, t: api.post(f"{ADMINS}/{w.viewer.id}/deactivate", token=t),
     "admin.deactivated-by-patch": lambda api, w, t: api.patch(
         f"{ADMINS}/{w.viewer.id}", token=t, json={"is_active": False}
     ),
@@ -203,7 +203,7 @@ def test_admin_updated_and_deactivated_record_the_changes(api, factory, raw_db):
         "role": {"before": "viewer", "after": "admin"},
     }
     before = change_rows(raw_db, world.tenant.id)
-    assert api.delete(path, token=token).status_code in (200, 204)
+    assert api.post(f"{path}/deactivate", token=token).status_code == 200
     deactivated = rows_since(raw_db, world.tenant.id, before)
     assert deactivated and all(row["action"] == "admin.deactivated" for row in deactivated)
     assert deactivated[0]["details"]["changes"] == {"is_active": {"before": True, "after": False}}

@@ -222,7 +222,12 @@ def _admin_probes() -> list[Probe]:
             Probe(f"patch-role-of-b-{target}", "PATCH", path, managers(404), body=lambda c: {"role": "viewer"}),
             Probe(f"promote-b-{target}", "PATCH", path, managers(404), body=lambda c: {"role": "owner"}),
             Probe(f"deactivate-b-{target}", "PATCH", path, managers(404), body=lambda c: {"is_active": False}),
-            Probe(f"delete-b-{target}", "DELETE", path, managers(404)),
+            Probe(
+                f"deactivate-post-b-{target}",
+                "POST",
+                lambda c, t=target: f"{ME}/admins/{c.b.admin_id(t)}/deactivate",
+                managers(404),
+            ),
         ]
         probes.append(
             Probe(
@@ -498,8 +503,9 @@ def test_at_least_100_distinct_cross_tenant_scenarios():
     # Every tenant-scoped route and method is among them.
     dummy = _dummy_ctx()
     routes = {(probe.method, probe.path(dummy)) for probe in PROBES}
-    for method in ("GET", "PATCH", "DELETE"):
+    for method in ("GET", "PATCH"):
         assert (method, f"{ME}/admins/{dummy.b.admin_id('owner')}") in routes
+    assert ("POST", f"{ME}/admins/{dummy.b.admin_id('owner')}/deactivate") in routes
     assert ("DELETE", f"/api/v1/auth/sessions/{dummy.b.session_id('owner')}") in routes
     for method, path in (("GET", ME), ("PATCH", ME), ("GET", f"{ME}/admins"), ("POST", f"{ME}/admins")):
         assert (method, path) in routes
@@ -535,14 +541,15 @@ def test_the_leak_detector_and_snapshot_see_tenant_b_in_b_own_answers(api, raw_d
 # --- 404 means "not yours" and "does not exist" alike ----------------------------
 
 
-@pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
+@pytest.mark.parametrize("method", ["GET", "PATCH", "DEACTIVATE"])
 @pytest.mark.parametrize("role", ROLES)
 def test_another_tenants_admin_is_indistinguishable_from_a_missing_one(api, ctx, method, role):
     token = api.login(ctx.a.by_role(role))["access_token"]
     body = {"full_name": "Probe"} if method == "PATCH" else None
     answers = []
     for target in (ctx.b.admin_id("owner"), str(uuid.uuid4())):
-        response = api.request(method, f"{ME}/admins/{target}", token=token, json=body)
+        path = f"{ME}/admins/{target}/deactivate" if method == "DEACTIVATE" else f"{ME}/admins/{target}"
+        response = api.request("POST" if method == "DEACTIVATE" else method, path, token=token, json=body)
         error = error_of(response)
         answers.append((response.status_code, error["code"], error["message"], error["details"]))
     assert answers[0] == answers[1]

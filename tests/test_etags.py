@@ -49,12 +49,13 @@ def test_admin_changes_and_deactivation_honour_if_match(api, factory):
     assert api.patch(path, world.admin, json={"full_name": "Changed Meanwhile"}).status_code == 200
     for response in (
         api.patch(path, world.owner, json={"role": "admin"}, headers={"If-Match": seen}),
-        api.delete(path, world.owner, headers={"If-Match": seen}),
+        api.post(f"{path}/deactivate", world.owner, headers={"If-Match": seen}),
     ):
         assert response.status_code == 412, response.get_json()
     current = api.get(path, world.owner)
     assert current.get_json()["role"] == "viewer" and current.get_json()["is_active"] is True
-    assert api.delete(path, world.owner, headers={"If-Match": current.headers["ETag"]}).status_code == 200
+    deactivated = api.post(f"{path}/deactivate", world.owner, headers={"If-Match": current.headers["ETag"]})
+    assert deactivated.status_code == 200
 
 
 def test_two_edits_with_the_same_tag_at_once_one_wins_one_gets_412(app, factory):

@@ -35,7 +35,7 @@ EXPECTED_OPERATIONS = PUBLIC_OPERATIONS | {
     ("post", "/api/v1/tenants/me/admins"),
     ("get", "/api/v1/tenants/me/admins/{admin_id}"),
     ("patch", "/api/v1/tenants/me/admins/{admin_id}"),
-    ("delete", "/api/v1/tenants/me/admins/{admin_id}"),
+    ("post", "/api/v1/tenants/me/admins/{admin_id}/deactivate"),
     ("get", "/api/v1/tenants/me/audit-logs"),
 }
 ACCESS_SCHEMES = [{"bearerAuth": []}, {"oauth2Password": []}]
@@ -133,7 +133,11 @@ def test_every_route_of_the_app_is_documented(app, spec):
 
 
 def test_path_parameters_are_documented_as_uuids(spec):
-    for path in ("/api/v1/auth/sessions/{session_id}", "/api/v1/tenants/me/admins/{admin_id}"):
+    for path in (
+        "/api/v1/auth/sessions/{session_id}",
+        "/api/v1/tenants/me/admins/{admin_id}",
+        "/api/v1/tenants/me/admins/{admin_id}/deactivate",
+    ):
         name = re.search(r"\{(\w+)\}", path).group(1)
         item = spec["paths"][path]
         parameters = list(item.get("parameters", []))
@@ -321,3 +325,91 @@ def test_unknown_docs_asset_is_404(client, name):
     response = client.get(f"/docs/assets/{name}")
     assert response.status_code == 404
     assert error_of(response)["code"] == "not_found"
+
+
+# --- a document that generates a good client (issue 10, item 7) ---------------------------
+
+
+def test_operation_ids_are_present_and_unique(spec):
+    ids = [operation.get("operationId") for operation in operations(spec).values()]
+    assert all(ids), [key for key, operation in operations(spec).items() if not operation.get("operationId")]
+    assert len(set(ids)) == len(ids)
+
+
+def test_the_document_describes_itself_and_names_its_server(spec):
+    assert spec["servers"] == [{"url": "/", "description": "This server"}]
+    assert "Bearer" in spec["info"]["description"] and spec["info"]["contact"]["name"]
+    assert "PaginationMetadata" not in spec["components"]["schemas"]  # registered by flask-smorest, unused
+
+
+def _headers_of(spec: dict, response: dict) -> set[str]:
+    return set(resolve(spec, response).get("headers", {}))
+
+
+def test_every_response_documents_x_request_id_and_limited_ones_the_rate_limit_headers(spec):
+    for key, operation in operations(spec).items():
+        limited = "429" in operation["responses"]
+        for status, response in operation["responses"].items():
+            headers = _headers_of(spec, response)
+            assert "X-Request-ID" in headers, (key, status)
+            if limited and status.startswith("2"):
+                assert {"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} <= headers, (key, status)
+            if status == "201":
+                assert "Location" in headers, key
+            if status == "429":
+                assert {"Retry-After", "RateLimit-Reset"} <= headers, key
+            if status == "401":
+                assert "WWW-Authenticate" in headers, key
+
+
+def test_operations_with_a_body_document_400_413_and_415(spec):
+    with_body = [operation for operation in operations(spec).values() if "requestBody" in operation]
+    assert len(with_body) >= 6
+    for operation in with_body:
+        assert {"400", "413", "415", "422"} <= set(operation["responses"]), operation["operationId"]
+
+
+def test_every_error_response_has_an_example_in_the_error_format(spec):
+    for name, response in spec["components"]["responses"].items():
+        example = response["content"]["application/json"]["example"]
+        assert set(example) == {"error"}, name
+        assert set(example["error"]) == {"status", "code", "message", "details", "request_id"}, name
+
+
+def test_every_enum_states_its_type(spec):
+    found = []
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            if "enum" in node:
+                found.append(where)
+                assert node.get("type") == "string", where
+            for name, child in node.items():
+                walk(child, f"{where}/{name}")
+        elif isinstance(node, list):
+            for index, child in enumerate(node):
+                walk(child, f"{where}/{index}")
+
+    walk(spec, "#")
+    assert len(found) >= 5  # roles, tiers, audit actions, probe statuses...
+
+
+def test_documented_headers_are_what_the_service_sends(api, factory):
+    owner = factory.world().owner
+    token = api.login(owner)["access_token"]
+    created = api.post(
+        "/api/v1/tenants/me/admins",
+        token=token,
+        json={"email": "new@headers.test", "full_name": "New", "role": "viewer", "password": "a long password here"},
+    )
+    assert created.status_code == 201
+    assert created.headers["Location"].endswith(created.get_json()["id"])
+    for name in ("X-Request-ID", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"):
+        assert name in created.headers, name
+    assert int(created.headers["RateLimit-Reset"]) >= 0
+    for status, response in (
+        (415, api.patch("/api/v1/tenants/me", token=token, data="x", content_type="text/plain")),
+        (400, api.patch("/api/v1/tenants/me", token=token, data="{", content_type="application/json")),
+    ):
+        assert response.status_code == status
+        assert response.headers["X-Request-ID"] and error_of(response)["status"] == status

@@ -140,7 +140,7 @@ def test_payloads_in_paths(api, setting, payload):
     for method, path in (
         ("GET", "/api/v1/tenants/me/admins/{}"),
         ("PATCH", "/api/v1/tenants/me/admins/{}"),
-        ("DELETE", "/api/v1/tenants/me/admins/{}"),
+        ("POST", "/api/v1/tenants/me/admins/{}/deactivate"),
         ("DELETE", "/api/v1/auth/sessions/{}"),
     ):
         response = api.request(method, path.format(payload), token=token, json={} if method == "PATCH" else None)

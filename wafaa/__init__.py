@@ -19,6 +19,7 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
         errors,
         http_guards,
         metrics,
+        openapi,
         passwords,
         security,
         tenancy,
@@ -98,6 +99,7 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
     security.init_app(app)  # after http_guards: a bad body is refused before any token work
     errors.init_app(app)  # after api.init_app: replaces flask-smorest's error handler
     register_blueprints(api)
+    openapi.init_app(app, api)  # after the blueprints: completes what they registered
     init_ratelimit(app)  # after the blueprints and security: limits wrap views, need the identity
     docs.init_app(app)
     cli.init_app(app)

@@ -9,6 +9,7 @@ from flask_jwt_extended import JWTManager
 from flask_migrate import Migrate
 
 from wafaa.models.base import db
+from wafaa.openapi import ResponseHeadersPlugin
 from wafaa.schemas.common import ErrorSchema
 
 
@@ -20,7 +21,7 @@ class Api(flask_smorest.Api):
 # `db` is created beside the models (wafaa.models.base) and re-exported here.
 migrate = Migrate()
 jwt = JWTManager()
-api = Api()
+api = Api(spec_kwargs={"extra_plugins": [ResponseHeadersPlugin()]})
 cors = CORS()
 
 __all__ = ["api", "cors", "db", "jwt", "migrate"]

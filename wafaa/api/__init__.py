@@ -4,8 +4,9 @@ import functools
 from http import HTTPStatus
 
 import flask_smorest
+from flask import request
 
-from wafaa.errors import Forbidden
+from wafaa.errors import Forbidden, ValidationFailed
 from wafaa.permissions import require_manager
 from wafaa.security import ACCESS, PUBLIC, REFRESH, current_identity, requires
 from wafaa.unit_of_work import transactional
@@ -31,6 +32,18 @@ class Blueprint(flask_smorest.Blueprint):
         it returns and before the result is rendered (wafaa.unit_of_work)."""
         render = super().response(status_code, schema, **kwargs)
         return lambda view: render(transactional(view))
+
+    def arguments(self, schema, *, location="json", required=True, **kwargs):
+        """flask-smorest's arguments decorator, strict where webargs is lenient:
+        a required JSON body that is absent is refused (webargs would read it as
+        `{}`), and so is a query parameter given twice (webargs would keep the
+        first: `page=1&page=x` read as page 1). Both 422, as the document says."""
+        parse = super().arguments(schema, location=location, required=required, **kwargs)
+        if location == "query":
+            return lambda view: _checked_first(_single_query_values, parse(view))
+        if location == "json" and required:
+            return lambda view: _checked_first(_body_present, parse(view))
+        return parse
 
     def errors(self, *statuses: int):
         """Document error responses, each with the one error schema."""
@@ -75,6 +88,28 @@ class Blueprint(flask_smorest.Blueprint):
             return requires(REFRESH if refresh else ACCESS)(func)
 
         return decorate(view) if view is not None else decorate
+
+
+def _checked_first(check, view):
+    @functools.wraps(view)
+    def checked(*args, **kwargs):
+        check()
+        return view(*args, **kwargs)
+
+    return checked
+
+
+def _single_query_values() -> None:
+    repeated = sorted(key for key, values in request.args.lists() if len(values) > 1)
+    if repeated:
+        raise ValidationFailed(details={"query": {key: ["Give this parameter once."] for key in repeated}})
+
+
+def _body_present() -> None:
+    # wafaa.http_guards has already refused a body that is not JSON; this is the
+    # request that has none at all.
+    if not request.get_data(cache=True):
+        raise ValidationFailed("A JSON body is required.", details={"json": {"_schema": ["A JSON body is required."]}})
 
 
 def register(api) -> None:

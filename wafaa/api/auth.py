@@ -31,6 +31,7 @@ class Login(MethodView):
     @blp.arguments(LoginSchema)
     @blp.response(200, TokenPairSchema)
     @blp.errors(401, 429, 503)
+    @blp.doc(operationId="login")
     def post(self, credentials):
         """Log in with email and password
 
@@ -68,8 +69,9 @@ class Token(MethodView):
 @blp.route("/refresh")
 class Refresh(MethodView):
     @blp.authenticated(refresh=True)
-    @blp.arguments(RefreshSchema)
+    @blp.arguments(RefreshSchema, required=False)
     @blp.response(200, RefreshedTokensSchema)
+    @blp.doc(operationId="refresh_tokens")
     def post(self, body):
         """Exchange a refresh token for new tokens
 
@@ -88,6 +90,7 @@ class Logout(MethodView):
     @blp.authenticated
     @blp.arguments(LogoutSchema, required=False)
     @blp.response(204)
+    @blp.doc(operationId="logout")
     def post(self, body):
         """Log out
 
@@ -101,8 +104,13 @@ class Logout(MethodView):
 class Sessions(MethodView):
     @blp.authenticated
     @blp.response(200, SessionSchema(many=True))
+    @blp.doc(operationId="list_sessions")
     def get(self):
-        """List your active sessions"""
+        """List your active sessions
+
+        One per login that has not ended (logged out, revoked, expired);
+        `current` marks the session of the token that asks.
+        """
         return sessions.active_sessions(current_identity())
 
 
@@ -111,6 +119,11 @@ class SessionById(MethodView):
     @blp.authenticated
     @blp.response(204)
     @blp.errors(404)
+    @blp.doc(operationId="revoke_session")
     def delete(self, session_id: uuid.UUID):
-        """Revoke one of your sessions"""
+        """Revoke one of your sessions
+
+        Its access and refresh tokens stop working at once. Another admin's
+        session, or an unknown id, is 404.
+        """
         sessions.revoke_own_session(current_identity(), session_id)

@@ -16,6 +16,7 @@ blp = Blueprint("system", __name__, description="Health and service information"
 @blp.public
 @blp.response(200, HealthSchema)
 @blp.alt_response(503, schema=HealthSchema, description="A dependency is unavailable")
+@blp.doc(operationId="get_health")
 def health():
     """Health of the service and its database
 
@@ -31,6 +32,7 @@ def health():
 @blp.route("/livez")
 @blp.public
 @blp.response(200, LivenessSchema)
+@blp.doc(operationId="get_liveness")
 def livez():
     """Liveness: the process answers
 
@@ -44,6 +46,7 @@ def livez():
 @blp.public
 @blp.response(200, ReadinessSchema)
 @blp.alt_response(503, schema=ReadinessSchema, description="Not ready: a check failed")
+@blp.doc(operationId="get_readiness")
 def readyz():
     """Readiness: this process may take traffic
 
@@ -58,6 +61,7 @@ def readyz():
 @blp.route("/api/v1/system/info")
 @blp.public
 @blp.response(200, SystemInfoSchema)
+@blp.doc(operationId="get_system_info")
 def info():
     """Name and version of the service
 

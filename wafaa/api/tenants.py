@@ -24,6 +24,8 @@ IF_MATCH_PARAMETER = {
     "name": "If-Match",
     "required": False,
     "description": "The `ETag` of the resource as you read it: the change is refused (412) if it changed since",
+    # Any text: a value that names no current tag (a stale one, or no tag at all)
+    # is 412, as RFC 9110 says of an If-Match none of whose tags match.
     "schema": {"type": "string"},
 }
 
@@ -36,6 +38,7 @@ blp = Blueprint(
 class CurrentTenant(MethodView):
     @blp.authenticated
     @blp.response(200, TenantSchema, headers=ETAG_HEADER)
+    @blp.doc(operationId="get_tenant")
     def get(self):
         """Your tenant
 
@@ -50,6 +53,7 @@ class CurrentTenant(MethodView):
     @blp.response(200, TenantSchema, headers=ETAG_HEADER)
     @blp.doc(parameters=[IF_MATCH_PARAMETER])
     @blp.errors(403, 412)
+    @blp.doc(operationId="update_tenant")
     def patch(self, changes):
         """Change your tenant's name or settings (owner, admin)
 
@@ -67,8 +71,13 @@ class Admins(MethodView):
     @blp.authenticated
     @blp.arguments(AdminListQuerySchema, location="query", unknown=RAISE)
     @blp.response(200, AdminPageSchema)
+    @blp.doc(operationId="list_admins")
     def get(self, query):
-        """List your tenant's admins, oldest first"""
+        """List your tenant's admins, oldest first
+
+        Filter by `role` or `is_active`; `page` and `page_size` page the result.
+        Inactive admins are listed too: admins are deactivated, never deleted.
+        """
         return admins.list_admins(**query)
 
     @blp.authenticated
@@ -76,6 +85,7 @@ class Admins(MethodView):
     @blp.arguments(AdminCreateSchema)
     @blp.response(201, AdminSchema)
     @blp.errors(403, 409, 429)
+    @blp.doc(operationId="create_admin")
     def post(self, data):
         """Add an admin (owner: any role; admin: admin or viewer)
 
@@ -93,8 +103,13 @@ class AdminById(MethodView):
     @blp.authenticated
     @blp.response(200, AdminSchema, headers=ETAG_HEADER)
     @blp.errors(404)
+    @blp.doc(operationId="get_admin")
     def get(self, admin_id: uuid.UUID):
-        """One admin of your tenant (with an `ETag` for `If-Match`)"""
+        """One admin of your tenant
+
+        With an `ETag`: send it back as `If-Match` on PATCH or deactivate. An
+        admin of another tenant is 404, like one that does not exist.
+        """
         return tagged(AdminSchema(), get_or_404(TenantAdmin, admin_id))
 
     @blp.authenticated
@@ -103,6 +118,7 @@ class AdminById(MethodView):
     @blp.response(200, AdminSchema, headers=ETAG_HEADER)
     @blp.doc(parameters=[IF_MATCH_PARAMETER])
     @blp.errors(403, 404, 409, 412)
+    @blp.doc(operationId="update_admin")
     def patch(self, changes, admin_id: uuid.UUID):
         """Change an admin's name, role or active state
 
@@ -114,16 +130,24 @@ class AdminById(MethodView):
         actor = current_identity().admin
         return tagged(AdminSchema(), admins.update_admin(actor, admin_id, changes, if_match(AdminSchema())))
 
+
+# Deactivation is a POST of its own, not DELETE: the admin is kept (the audit log
+# points at them) and stays readable, so a DELETE would promise what it does not
+# do (a client, or Schemathesis' use-after-free check, expects a 404 after it).
+@blp.route("/admins/<uuid:admin_id>/deactivate")
+class AdminDeactivation(MethodView):
     @blp.authenticated
     @blp.managers_only
     @blp.response(200, AdminSchema, headers=ETAG_HEADER)
-    @blp.doc(parameters=[IF_MATCH_PARAMETER])
+    @blp.doc(parameters=[IF_MATCH_PARAMETER], operationId="deactivate_admin")
     @blp.errors(403, 404, 409, 412)
-    def delete(self, admin_id: uuid.UUID):
+    def post(self, admin_id: uuid.UUID):
         """Deactivate an admin
 
-        Admins are deactivated, never erased, so the audit log keeps pointing at
-        them. Their sessions end at once. `If-Match` as for PATCH.
+        The same as PATCH with `{"is_active": false}`: the admin can no longer log
+        in, their sessions end at once, and they stay readable (admins are never
+        erased, so the audit log keeps pointing at them). Deactivating an inactive
+        admin changes nothing. `If-Match` as for PATCH.
         """
         actor = current_identity().admin
         return tagged(AdminSchema(), admins.deactivate_admin(actor, admin_id, if_match(AdminSchema())))
@@ -136,6 +160,7 @@ class AuditLogs(MethodView):
     @blp.arguments(AuditLogQuerySchema, location="query", unknown=RAISE)
     @blp.response(200, AuditLogPageSchema)
     @blp.errors(403)
+    @blp.doc(operationId="list_audit_logs")
     def get(self, query):
         """Your tenant's audit log, newest first (owner, admin)
 

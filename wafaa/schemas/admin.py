@@ -13,7 +13,7 @@ class AdminSchema(StrictSchema):
     id = fields.UUID(dump_only=True)
     email = fields.String(dump_only=True)
     full_name = fields.String(dump_only=True)
-    role = fields.Enum(AdminRole, by_value=True, dump_only=True)
+    role = fields.Enum(AdminRole, by_value=fields.String, dump_only=True)
     is_active = fields.Boolean(dump_only=True)
     last_login = fields.AwareDateTime(dump_only=True, allow_none=True)
     created_at = fields.AwareDateTime(dump_only=True)
@@ -35,11 +35,17 @@ def _strip_full_name(data: dict) -> dict:
 class AdminCreateSchema(StrictSchema):
     email = EmailText(required=True)
     full_name = _full_name(required=True)
-    role = fields.Enum(AdminRole, by_value=True, required=True)
+    role = fields.Enum(AdminRole, by_value=fields.String, required=True)
     password = Text(
         required=True,
         load_only=True,
-        metadata={"description": f"{MIN_PASSWORD_LENGTH} characters to {MAX_PASSWORD_BYTES} bytes in UTF-8"},
+        metadata={
+            "description": f"{MIN_PASSWORD_LENGTH} characters to {MAX_PASSWORD_BYTES} bytes in UTF-8 "
+            "(bcrypt reads no further), no NUL",
+            "format": "password",
+            "minLength": MIN_PASSWORD_LENGTH,
+            "maxLength": MAX_PASSWORD_BYTES,
+        },
     )
 
     @pre_load
@@ -64,7 +70,7 @@ class AdminCreateSchema(StrictSchema):
 
 class AdminUpdateSchema(StrictSchema):
     full_name = _full_name()
-    role = fields.Enum(AdminRole, by_value=True)
+    role = fields.Enum(AdminRole, by_value=fields.String)
     is_active = JsonBoolean()
 
     @post_load
@@ -73,7 +79,7 @@ class AdminUpdateSchema(StrictSchema):
 
 
 class AdminListQuerySchema(PageQuerySchema):
-    role = fields.Enum(AdminRole, by_value=True)
+    role = fields.Enum(AdminRole, by_value=fields.String)
     is_active = fields.Boolean()
 
 

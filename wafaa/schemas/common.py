@@ -38,10 +38,31 @@ def is_storable_text(text: str) -> bool:
     return "\x00" not in text
 
 
+# The rules below as JSON Schema patterns (ECMA and Python regex alike), so that
+# the OpenAPI document states what the service enforces and a schema-valid value
+# is never refused (Schemathesis' positive_data_acceptance checks exactly that).
+NO_NUL_PATTERN = r"^[^\x00]*$"
+# marshmallow's Email wants a dot in the domain and a top-level label of two or more.
+EMAIL_PATTERN = r"^[^\x00]+@[^@\x00]+\.[^@.\x00]{2,}$"
+# Control characters (Unicode Cc) and the bidirectional controls (identities.BIDI_CONTROLS).
+_NAME_CONTROLS = r"\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+# What str.strip() removes, beyond the controls: a name is not blank after it.
+_NAME_SPACES = r" \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NAME_PATTERN = rf"^[^{_NAME_CONTROLS}]*[^{_NAME_CONTROLS}{_NAME_SPACES}][^{_NAME_CONTROLS}]*$"
+
+
+def _documented(kwargs: dict, **properties) -> dict:
+    """kwargs with OpenAPI properties added to the field's metadata (the caller's win)."""
+    return {**kwargs, "metadata": {**properties, **kwargs.get("metadata", {})}}
+
+
 class Text(fields.String):
     """A string PostgreSQL can store: valid UTF-8 (no lone surrogates), no NUL."""
 
     default_error_messages = {"text": "Must be valid Unicode text without NUL characters."}
+
+    def __init__(self, **kwargs):
+        super().__init__(**_documented(kwargs, pattern=NO_NUL_PATTERN))
 
     def _deserialize(self, value, attr, data, **kwargs):
         result = super()._deserialize(value, attr, data, **kwargs)
@@ -79,16 +100,26 @@ class EmailText(Text):
 
     def __init__(self, **kwargs):
         super().__init__(
-            validate=[validate.Email(), validate.Length(max=255), _checked(email_problem)],
-            **kwargs,
+            validate=[validate.Email(), validate.Length(min=3, max=255), _checked(email_problem)],
+            **_documented(
+                kwargs,
+                format="email",
+                pattern=EMAIL_PATTERN,
+                description="An email address; one writing system per part (no look-alike letters), "
+                "an internationalised domain is kept in its IDNA (ASCII) form",
+            ),
         )
 
 
 class Name(Text):
-    """A display name: 1-255 characters of storable text, no bidirectional controls."""
+    """A display name: 1-255 characters of storable text, not blank, no control
+    or bidirectional control characters (NAME_PATTERN says the same)."""
 
     def __init__(self, **kwargs):
-        super().__init__(validate=[validate.Length(min=1, max=255), _checked(name_problem)], **kwargs)
+        super().__init__(
+            validate=[validate.Length(min=1, max=255), _checked(name_problem)],
+            **_documented(kwargs, pattern=NAME_PATTERN),
+        )
 
 
 class ErrorBodySchema(ma.Schema):

@@ -59,7 +59,7 @@ class TenantSchema(StrictSchema):
     id = fields.UUID(dump_only=True)
     name = fields.String(dump_only=True)
     slug = fields.String(dump_only=True)
-    subscription_tier = fields.Enum(SubscriptionTier, by_value=True, dump_only=True)
+    subscription_tier = fields.Enum(SubscriptionTier, by_value=fields.String, dump_only=True)
     is_active = fields.Boolean(dump_only=True)
     settings = fields.Dict(dump_only=True)
     created_at = fields.AwareDateTime(dump_only=True)
@@ -74,7 +74,8 @@ class TenantUpdateSchema(StrictSchema):
         metadata={
             "description": "JSON Merge Patch (RFC 7396) applied to the current settings: keys are merged, "
             f"null removes a key. The result is at most {SETTINGS_MAX_BYTES} bytes and "
-            f"{SETTINGS_MAX_DEPTH} levels deep."
+            f"{SETTINGS_MAX_DEPTH} levels deep, with no NUL character in any key or string "
+            "(PostgreSQL's jsonb cannot store one)."
         }
     )
 
@@ -96,7 +97,7 @@ class TenantCreateSchema(StrictSchema):
             validate.Regexp(SLUG_PATTERN, error="Use lower-case letters, digits and single hyphens."),
         ],
     )
-    subscription_tier = fields.Enum(SubscriptionTier, by_value=True, load_default=SubscriptionTier.FREE)
+    subscription_tier = fields.Enum(SubscriptionTier, by_value=fields.String, load_default=SubscriptionTier.FREE)
 
     @post_load
     def _trim(self, data, **kwargs):

@@ -50,8 +50,9 @@ def list_audit_logs(*, page: int, page_size: int, reveal_sessions: bool = False,
 
 def _list_audit_logs(*, page: int, page_size: int, after=None, before=None, **filters) -> dict:
     """Newest first. Offset pages (`page`) shift as entries are added; a cursor
-    (`after` an entry, or `before` one) is a position in (created_at, id), so the
-    next page starts exactly where the last one ended."""
+    (`after` an entry, or `before` one, or both for the entries between) is a
+    position in (created_at, id), so the next page starts exactly where the last
+    one ended. `page` with a cursor counts pages from the cursor."""
     position = tuple_(AuditLog.created_at, AuditLog.id)
     newest_first = (AuditLog.created_at.desc(), AuditLog.id.desc())
     statement = select(AuditLog)
@@ -63,15 +64,16 @@ def _list_audit_logs(*, page: int, page_size: int, after=None, before=None, **fi
     if filters.get("until") is not None:
         statement = statement.where(AuditLog.created_at < filters["until"])
     if before is not None:
+        statement = statement.where(position > tuple_(*before))
+    if after is not None:
+        # Older than `after` (and newer than `before`, if given: the entries between).
+        result = page_of(statement.where(position < tuple_(*after)).order_by(*newest_first), page, page_size)
+        more = page < result["pages"]
+    elif before is not None:
         # The entries just newer than the cursor: oldest first, then turned round.
-        result = page_of(
-            statement.where(position > tuple_(*before)).order_by(AuditLog.created_at, AuditLog.id), 1, page_size
-        )
+        result = page_of(statement.order_by(AuditLog.created_at, AuditLog.id), page, page_size)
         result["items"].reverse()
         more = True  # older entries exist: the cursor's own
-    elif after is not None:
-        result = page_of(statement.where(position < tuple_(*after)).order_by(*newest_first), 1, page_size)
-        more = result["total"] > page_size
     else:
         result = page_of(statement.order_by(*newest_first), page, page_size)
         more = page < result["pages"]
