@@ -381,3 +381,20 @@ def test_a_long_url_or_large_headers_get_the_error_format_from_the_real_server()
         assert response.headers["X-Request-ID"]
         assert response.json()["error"]["code"] in {"uri_too_long", "request_header_fields_too_large"}
     assert fine.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/auth/token", {"data": "grant_type=password", "content_type": "application/x-www-form-urlencoded"}),
+        ("/api/v1/tenants/me", {"data": "not json", "content_type": "text/plain"}),
+        ("/api/v1/no-such-thing", {"data": "<xml/>", "content_type": "application/xml"}),
+    ],
+)
+def test_a_body_sent_where_no_route_takes_it_gets_the_routes_answer_not_415(client, path, body):
+    response = client.put(path, **body)
+    expected = 404 if "no-such-thing" in path else 405
+    assert (response.status_code, error_of(response)["code"]) == (
+        expected,
+        "not_found" if expected == 404 else "method_not_allowed",
+    )

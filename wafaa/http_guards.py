@@ -64,8 +64,8 @@ def check_body() -> None:
     silently ignores a body of another media type (the fields would then be
     reported missing); both are answered here, before any work is done.
     """
-    if request.method not in _BODY_METHODS:
-        return
+    if request.method not in _BODY_METHODS or request.routing_exception is not None:
+        return  # no route takes it: its 404 or 405 comes first, the body unread
     length = request.content_length
     if length is not None and length > current_app.config["MAX_CONTENT_LENGTH"]:
         raise RequestEntityTooLarge()
