@@ -47,10 +47,39 @@ def _libpq(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
+# The Citus lane (make test-citus, README): the same tests against a cluster of the
+# suite's own, a coordinator and two workers (tests/citus_cluster.py).
+CITUS_LANE = os.environ.get("WAFAA_TEST_CITUS") == "1"
+
+
 @pytest.fixture(scope="session")
-def superuser_url() -> str:
+def citus_cluster():
+    """The lane's cluster, created and started for the session, stopped after it
+    (by its data directories' pids). None outside the Citus lane."""
+    if not CITUS_LANE:
+        yield None
+        return
+    from tests.citus_cluster import CitusCluster, citus_installed
+
+    problem = citus_installed()
+    if problem:
+        pytest.exit(f"the Citus lane needs Citus: {problem}", returncode=2)
+    cluster = CitusCluster()
+    cluster.create()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def superuser_url(citus_cluster) -> str:
     """The test database, created afresh, as the superuser the suite was given:
     for setting up roles and for looking beneath the application (raw_db)."""
+    if citus_cluster is not None:
+        # On every node, with the extension, the workers added.
+        return citus_cluster.create_database("wafaa_test")
     maintenance_url, name = _server_and_database()
     if "test" not in name:
         pytest.exit(f"refusing to recreate database {name!r}: its name must contain 'test'", returncode=2)
@@ -86,6 +115,9 @@ def migrated(database_url: str) -> str:
     app = create_app(TestConfig)
     with app.app_context():
         upgrade()
+        if CITUS_LANE:
+            result = app.test_cli_runner().invoke(args=["citus", "distribute"])
+            assert result.exit_code == 0, (result.output, result.exception)
     dispose(app)  # the owner's engine too
     return database_url
 
