@@ -166,6 +166,9 @@ def prepare(env: dict[str, str], superuser: str) -> list[str]:
     with psycopg.connect(superuser, autocommit=True) as conn, conn.transaction():
         for n, email in enumerate(emails):
             tenant_id = uuid.uuid4()
+            # The slug and the email registered first (wafaa/models/registry.py).
+            conn.execute("INSERT INTO tenant_slugs (slug, tenant_id) VALUES (%s, %s)", (f"bench-{n:03d}", tenant_id))
+            conn.execute("INSERT INTO admin_emails (email, tenant_id) VALUES (%s, %s)", (email, tenant_id))
             conn.execute(
                 "INSERT INTO tenants (id, name, slug) VALUES (%s, %s, %s)",
                 (tenant_id, f"Bench {n}", f"bench-{n:03d}"),

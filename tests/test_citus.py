@@ -11,12 +11,13 @@ import uuid
 import psycopg
 import pytest
 
-from tests.conftest import CITUS_LANE
+from tests.conftest import CITUS_LANE, dispose
 from tests.support import PASSWORD, TenantWorld, error_of
 
 pytestmark = pytest.mark.skipif(not CITUS_LANE, reason="Citus lane only (make test-citus)")
 
 ME = "/api/v1/tenants/me"
+POOL = 10  # more than the app's pooled connections (DB_POOL_SIZE + overflow, per engine)
 
 
 def worker_port(raw_db, table: str, tenant_id: uuid.UUID) -> int:
@@ -153,12 +154,31 @@ def test_with_a_worker_stopped_its_tenants_get_503_and_the_others_are_served(cit
         citus_cluster.start_node(node)
         citus_cluster.wait_ready(node)
 
-    # Back: every tenant is served again, and what failed can be done now.
-    assert api.get(ME, token=tokens[id(down)]).status_code == 200
+    # Back, with no restart of anything: every tenant is served again, and what
+    # failed can be done now. A pooled connection whose coordinator backend still
+    # held a connection to the stopped worker fails its next transaction once,
+    # with 503 like the rest (Citus then drops it); so at most one 503 per pooled
+    # connection, then 200.
+    assert until_not_503(lambda: api.get(ME, token=tokens[id(down)])) == 200
+    assert until_not_503(lambda: api.get(ME, token=tokens[id(up)])) == 200
     assert api.get(ME, token=tokens[id(up)]).get_json()["settings"] == {"during": "outage"}
-    created = api.post(
-        f"{ME}/admins",
-        token=tokens[id(up)],
-        json={"email": "after@outage.test", "full_name": "After", "role": "viewer", "password": PASSWORD},
-    )
-    assert created.status_code == 201, created.get_json()
+    body = {"email": "after@outage.test", "full_name": "After", "role": "viewer", "password": PASSWORD}
+    assert until_not_503(lambda: api.post(f"{ME}/admins", token=tokens[id(up)], json=body)) == 201
+
+
+def until_not_503(send, attempts: int = 2 * POOL) -> int:
+    """The first status that is not 503, within `attempts` requests."""
+    for _ in range(attempts):
+        response = send()
+        if response.status_code != 503:
+            return response.status_code
+        assert error_of(response)["code"] == "service_unavailable"
+    return 503
+
+
+@pytest.fixture(autouse=True)
+def _fresh_connections(app):
+    """After each test here, the app's pools start afresh: connections that knew
+    the stopped worker must not fail the next test's set-up (its factories)."""
+    yield
+    dispose(app)
