@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export HOST ?= 127.0.0.1
 export PORT ?= 8000
 
-.PHONY: run test lint format bench lock clean
+.PHONY: run test test-citus citus-lane lint format bench lock clean
 
 # Create .venv and install the pinned requirements (again whenever they change).
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -20,9 +20,28 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 run: $(VENV)/.installed
 	scripts/run.sh
 
-## Lint, then the whole test suite with coverage (TEST_DATABASE_URL, else an embedded PostgreSQL)
+## Lint, then the whole test suite with coverage (TEST_DATABASE_URL, else an embedded PostgreSQL),
+## then the Citus lane when Citus is installed (said, and why, when it is skipped; never skipped in CI)
 test: $(VENV)/.installed lint
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=90
+	@$(MAKE) --no-print-directory citus-lane
+
+# The API tests of the Citus lane, with what only Citus shows (tests/test_citus.py).
+CITUS_LANE_TESTS := tests/test_citus.py tests/test_auth_login.py tests/test_auth_refresh.py \
+	tests/test_auth_logout_sessions.py tests/test_auth_concurrency.py tests/test_tenant_api.py \
+	tests/test_admin_api.py tests/test_audit_api.py tests/test_cross_tenant.py tests/test_isolation_concurrency.py
+
+CITUS_LANE_RUN := WAFAA_TEST_CITUS=1 $(BIN)/pytest -p no:cacheprovider --no-cov $(CITUS_LANE_TESTS)
+
+## The Citus lane: those tests against a coordinator and two workers of the tests' own (ports 55501-55503)
+test-citus: $(VENV)/.installed
+	$(CITUS_LANE_RUN)
+
+citus-lane: $(VENV)/.installed
+	@missing="$$($(BIN)/python -c 'from tests.citus_cluster import citus_installed; print(citus_installed() or "")')"; \
+	if [ -z "$$missing" ]; then $(CITUS_LANE_RUN); \
+	elif [ -n "$$CI" ]; then echo "The Citus lane cannot be skipped in CI: $$missing" >&2; exit 1; \
+	else echo "SKIPPED the Citus lane: $$missing"; fi
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
