@@ -182,3 +182,30 @@ def _fresh_connections(app):
     the stopped worker must not fail the next test's set-up (its factories)."""
     yield
     dispose(app)
+
+
+def test_row_level_security_is_enforced_on_the_shards(citus_cluster, factory, raw_db, api, database_url):
+    placed = one_tenant_per_worker(factory, raw_db, citus_cluster)
+    (port_a, a), (port_b, b) = sorted(placed.items())
+    api.login(a.owner)
+    session = raw_db.execute("SELECT id FROM auth_sessions WHERE admin_id = %s", [a.owner.id]).fetchone()[0]
+    service = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(service) as conn:
+        # Bound to A through A's live session, as a request is: a query of every
+        # shard returns A's admins only, B's worker filtering its own shard.
+        assert conn.execute("SELECT wafaa_bind_session(%s, %s, %s)", [a.tenant.id, session, a.owner.id]).fetchone()[0]
+        tenants = {row[0] for row in conn.execute("SELECT tenant_id FROM tenant_admins")}
+        assert tenants == {a.tenant.id}
+        # Naming B by hand reaches B's worker (SET LOCAL is forwarded), whose
+        # policy finds no proof for B: nothing.
+        conn.execute(f"SET LOCAL app.tenant_id = '{b.tenant.id}'")
+        assert conn.execute("SELECT count(*) FROM tenant_admins").fetchone()[0] == 0
+        conn.rollback()
+    # On B's worker itself, as the service's role, B's shard shows nothing without a binding.
+    shard = raw_db.execute("SELECT get_shard_id_for_distribution_column('tenant_admins', %s)", [b.tenant.id]).fetchone()
+    node = next(n for n in citus_cluster.workers if n.port == port_b)
+    with psycopg.connect(node.url("wafaa_test", user="wafaa_service"), autocommit=True) as conn:
+        assert conn.execute(f"SELECT count(*) FROM tenant_admins_{shard[0]}").fetchone()[0] == 0
+        conn.execute(f"SET app.tenant_id = '{b.tenant.id}'")
+        assert conn.execute(f"SELECT count(*) FROM tenant_admins_{shard[0]}").fetchone()[0] == 0
+    assert shard_rows(citus_cluster, port_b, raw_db, "tenant_admins", b.tenant.id) == 3  # they are there
