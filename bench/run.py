@@ -15,7 +15,8 @@ pool + PyJWT doing the same database work), then prints a table and one JSON lin
   floor, and their ratios.
 
 Ratios against a floor measured in the same run keep the figures meaningful on a
-noisy machine. Only 127.0.0.1 is used.
+noisy machine. Only 127.0.0.1 is used. BENCH_CITUS=1 runs it all on a Citus
+cluster of its own (a coordinator and two workers, docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -98,7 +99,28 @@ class Server:
         Path(self.log.name).unlink(missing_ok=True)
 
 
+def citus_database() -> str:
+    """BENCH_CITUS=1: the database on a Citus cluster of the bench's own (the test
+    lane's, tests/citus_cluster.py: a coordinator and two workers), stopped when
+    the bench ends; the service and the floor both talk to the coordinator."""
+    import atexit
+
+    sys.path.insert(0, str(ROOT))
+    from tests.citus_cluster import CitusCluster, citus_installed
+
+    problem = citus_installed()
+    if problem:
+        sys.exit(f"BENCH_CITUS=1 needs Citus: {problem}")
+    cluster = CitusCluster(Path("/tmp/wafaa-citus-bench"))
+    cluster.create()
+    atexit.register(cluster.stop)
+    cluster.start()
+    return cluster.create_database("wafaa_bench")
+
+
 def database() -> str:
+    if os.environ.get("BENCH_CITUS") == "1":
+        return citus_database()
     url = os.environ.get("BENCH_DATABASE_URL")
     if url:
         maintenance, name = url.rsplit("/", 1)[0] + "/postgres", url.rsplit("/", 1)[1].split("?")[0]
@@ -160,6 +182,8 @@ def prepare(env: dict[str, str], superuser: str) -> list[str]:
     """Migrate, seed, add 100 tenants with an owner each; return their emails."""
     flask = [str(BIN / "flask"), "--app", "wsgi"]
     subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
+    if os.environ.get("BENCH_CITUS") == "1":
+        subprocess.run([*flask, "citus", "distribute"], cwd=ROOT, env=env, check=True, capture_output=True)
     subprocess.run([*flask, "seed", "--force"], cwd=ROOT, env=env, check=True, capture_output=True)
     password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(12)).decode()
     emails = [f"owner@bench-{n:03d}.example.com" for n in range(EXTRA_TENANTS)]
