@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export HOST ?= 127.0.0.1
 export PORT ?= 8000
 
-.PHONY: run test test-plain test-pgbouncer lint format bench lock clean
+.PHONY: run test test-plain test-pgbouncer test-citus lint format bench lock clean
 
 # The API tests that the lanes run again in other setups (scripts/lane.sh).
 LANE_TESTS := tests/test_auth_login.py tests/test_oauth_token.py tests/test_auth_refresh.py tests/test_auth_logout_sessions.py \
@@ -14,6 +14,10 @@ LANE_TESTS := tests/test_auth_login.py tests/test_oauth_token.py tests/test_auth
 	tests/test_audit_trail.py tests/test_etags.py tests/test_cross_tenant.py tests/test_isolation_concurrency.py \
 	tests/test_isolation_rls.py tests/test_hot_paths.py tests/test_abuse_api.py tests/test_ratelimit.py \
 	tests/test_scale_out.py
+# The Citus lane's: the API tests, and what only Citus shows (tests/test_citus.py).
+CITUS_LANE_TESTS := tests/test_citus.py tests/test_auth_login.py tests/test_auth_refresh.py \
+	tests/test_auth_logout_sessions.py tests/test_auth_concurrency.py tests/test_tenant_api.py \
+	tests/test_admin_api.py tests/test_audit_api.py tests/test_cross_tenant.py tests/test_isolation_concurrency.py
 
 # Create .venv and install the pinned requirements (again whenever they change).
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -28,14 +32,19 @@ run: $(VENV)/.installed
 	scripts/run.sh
 
 ## Lint, the whole suite with coverage (TEST_DATABASE_URL, else an embedded PostgreSQL), then every lane
-test: test-plain test-pgbouncer
+## (a lane whose engine is not installed is skipped, saying so and why; never in CI)
+test: test-plain test-pgbouncer test-citus
 
 test-plain: $(VENV)/.installed lint
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=90
 
-## The API tests with the service behind a PgBouncer in transaction mode (skipped, saying so, without PgBouncer)
+## The API tests with the service behind a PgBouncer in transaction mode (Debian's pgbouncer)
 test-pgbouncer: $(VENV)/.installed
 	scripts/lane.sh pgbouncer $(LANE_TESTS)
+
+## The API tests against a Citus coordinator and two workers of the tests' own (ports 55501-55503)
+test-citus: $(VENV)/.installed
+	scripts/lane.sh citus $(CITUS_LANE_TESTS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

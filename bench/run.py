@@ -15,8 +15,10 @@ pool + PyJWT doing the same database work), then prints a table and one JSON lin
   floor, and their ratios.
 
 Ratios against a floor measured in the same run keep the figures meaningful on a
-noisy machine. Only 127.0.0.1 is used. BENCH_SETUP=pgbouncer puts a PgBouncer in
-transaction mode between both apps and PostgreSQL (docs/scaling.md).
+noisy machine. Only 127.0.0.1 is used. BENCH_SETUP picks the database setup:
+plain (the default), pgbouncer (a PgBouncer in transaction mode between both apps
+and PostgreSQL) or citus (a Citus cluster of its own, a coordinator and two
+workers); docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -53,7 +55,11 @@ WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", 5))
 # compare two different machines.
 WRK_ROUNDS = int(os.environ.get("BENCH_WRK_ROUNDS", 3))
 WRK_CONNECTIONS = 32
-# BENCH_SETUP=pgbouncer: server connections per role, fewer than the clients.
+# The database setup (module docstring), and for pgbouncer its server
+# connections per role, fewer than the clients.
+SETUP = os.environ.get("BENCH_SETUP", "plain")
+if SETUP not in ("plain", "pgbouncer", "citus"):
+    raise SystemExit(f"BENCH_SETUP must be plain, pgbouncer or citus, got {SETUP!r}")
 PGBOUNCER_POOL_SIZE = 8
 
 
@@ -115,7 +121,28 @@ class Server:
         Path(self.log.name).unlink(missing_ok=True)
 
 
+def citus_database() -> str:
+    """BENCH_SETUP=citus: the database on a Citus cluster of the bench's own (the test
+    lane's, tests/citus_cluster.py: a coordinator and two workers), stopped when
+    the bench ends; the service and the floor both talk to the coordinator."""
+    import atexit
+
+    sys.path.insert(0, str(ROOT))
+    from tests.citus_cluster import CitusCluster, citus_installed
+
+    problem = citus_installed()
+    if problem:
+        sys.exit(f"BENCH_SETUP=citus needs Citus: {problem}")
+    cluster = CitusCluster(Path("/tmp/wafaa-citus-bench"))
+    cluster.create()
+    atexit.register(cluster.stop)
+    cluster.start()
+    return cluster.create_database("wafaa_bench")
+
+
 def database() -> str:
+    if SETUP == "citus":
+        return citus_database()
     url = os.environ.get("BENCH_DATABASE_URL")
     if url:
         maintenance, name = url.rsplit("/", 1)[0] + "/postgres", url.rsplit("/", 1)[1].split("?")[0]
@@ -177,12 +204,17 @@ def prepare(env: dict[str, str], superuser: str) -> list[str]:
     """Migrate, seed, add 100 tenants with an owner each; return their emails."""
     flask = [str(BIN / "flask"), "--app", "wsgi"]
     subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
+    if SETUP == "citus":
+        subprocess.run([*flask, "citus", "distribute"], cwd=ROOT, env=env, check=True, capture_output=True)
     subprocess.run([*flask, "seed", "--force"], cwd=ROOT, env=env, check=True, capture_output=True)
     password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(12)).decode()
     emails = [f"owner@bench-{n:03d}.example.com" for n in range(EXTRA_TENANTS)]
     with psycopg.connect(superuser, autocommit=True) as conn, conn.transaction():
         for n, email in enumerate(emails):
             tenant_id = uuid.uuid4()
+            # The slug and the email registered first (wafaa/models/registry.py).
+            conn.execute("INSERT INTO tenant_slugs (slug, tenant_id) VALUES (%s, %s)", (f"bench-{n:03d}", tenant_id))
+            conn.execute("INSERT INTO admin_emails (email, tenant_id) VALUES (%s, %s)", (email, tenant_id))
             conn.execute(
                 "INSERT INTO tenants (id, name, slug) VALUES (%s, %s, %s)",
                 (tenant_id, f"Bench {n}", f"bench-{n:03d}"),
@@ -354,9 +386,8 @@ def main() -> int:
     superuser = database()
     roles = bootstrap(superuser)
     emails = prepare({**production_env(roles.service), "MIGRATION_DATABASE_URL": roles.owner}, superuser)
-    setup = os.environ.get("BENCH_SETUP", "plain")
     service_url, floor_url, bouncer = roles.service, superuser, None
-    if setup == "pgbouncer":
+    if SETUP == "pgbouncer":
         # The service and the floor both through one PgBouncer in transaction
         # mode (tests/pgbouncer.py), fewer server connections than clients;
         # the migrations above ran directly, as in production.
@@ -365,13 +396,11 @@ def main() -> int:
 
         bouncer = PgBouncer(superuser, users=[DEFAULT_SERVICE], pool_size=PGBOUNCER_POOL_SIZE).start()
         service_url, floor_url = bouncer.url(roles.service), bouncer.url(superuser)
-    elif setup != "plain":
-        raise SystemExit(f"BENCH_SETUP must be plain or pgbouncer, got {setup!r}")
     env = production_env(service_url)
     floor_env = {**env, "APP_ENV": "development", "DATABASE_URL": floor_url}
     if bouncer is not None:
         floor_env["FLOOR_PREPARE_THRESHOLD"] = "off"
-    results: dict = {"cores": cores, "setup": setup}
+    results: dict = {"cores": cores, "setup": SETUP}
 
     password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(12))
     service = Server("wsgi:app", env)

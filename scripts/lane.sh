@@ -10,6 +10,9 @@ case "$lane" in
     missing=""
     command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing="PgBouncer is not installed (apt-get install pgbouncer)"
     ;;
+  citus)
+    missing="$(.venv/bin/python -c 'from tests.citus_cluster import citus_installed; print(citus_installed() or "")')"
+    ;;
   *)
     echo "unknown lane: $lane" >&2
     exit 2

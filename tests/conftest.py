@@ -27,8 +27,9 @@ from wafaa.db_roles import DEFAULT_SERVICE, RoleUrls, bootstrap
 from wafaa.extensions import db
 
 ROOT = Path(__file__).resolve().parent.parent
-# The suite's lane (Makefile): unset for the plain one; "pgbouncer" runs the API
-# tests with the service connected through a PgBouncer of the tests' own.
+# The suite's lane (Makefile, scripts/lane.sh): unset for the plain one;
+# "pgbouncer" runs the API tests with the service connected through a PgBouncer of
+# the tests' own; "citus", against a Citus cluster of the tests' own.
 LANE = os.environ.get("TEST_LANE", "")
 LANE_POOL_SIZE = 2
 # pgserver narrates every start and stop at INFO.
@@ -53,10 +54,39 @@ def _libpq(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
+# The Citus lane (make test-citus, README): the same tests against a cluster of the
+# suite's own, a coordinator and two workers (tests/citus_cluster.py).
+CITUS_LANE = LANE == "citus"
+
+
 @pytest.fixture(scope="session")
-def superuser_url() -> str:
+def citus_cluster():
+    """The lane's cluster, created and started for the session, stopped after it
+    (by its data directories' pids). None outside the Citus lane."""
+    if not CITUS_LANE:
+        yield None
+        return
+    from tests.citus_cluster import CitusCluster, citus_installed
+
+    problem = citus_installed()
+    if problem:
+        pytest.exit(f"the Citus lane needs Citus: {problem}", returncode=2)
+    cluster = CitusCluster()
+    cluster.create()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def superuser_url(citus_cluster) -> str:
     """The test database, created afresh, as the superuser the suite was given:
     for setting up roles and for looking beneath the application (raw_db)."""
+    if citus_cluster is not None:
+        # On every node, with the extension, the workers added.
+        return citus_cluster.create_database("wafaa_test")
     maintenance_url, name = _server_and_database()
     if "test" not in name:
         pytest.exit(f"refusing to recreate database {name!r}: its name must contain 'test'", returncode=2)
@@ -105,6 +135,9 @@ def migrated(database_url: str) -> str:
     app = create_app(TestConfig)
     with app.app_context():
         upgrade()
+        if CITUS_LANE:
+            result = app.test_cli_runner().invoke(args=["citus", "distribute"])
+            assert result.exit_code == 0, (result.output, result.exception)
     dispose(app)  # the owner's engine too
     return database_url
 

@@ -500,3 +500,12 @@ def test_a_configuration_error_or_a_silent_database_is_one_line_and_exit_1(migra
             errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
             assert len(errors) == 1 and expected in errors[0], (command, result.stderr)
             assert "Traceback" not in result.stderr, command
+
+
+def test_citus_distribute_on_plain_postgresql_changes_nothing(cli, raw_db):
+    # Without the citus extension there is nothing to distribute, and it says so.
+    before = raw_db.execute("SELECT conname FROM pg_constraint ORDER BY 1").fetchall()
+    result = cli("citus", "distribute")
+    assert result.exit_code == 0, result.output
+    assert "not installed in this database: nothing to distribute" in result.output
+    assert raw_db.execute("SELECT conname FROM pg_constraint ORDER BY 1").fetchall() == before

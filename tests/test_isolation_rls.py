@@ -109,12 +109,17 @@ def service_role(app) -> str:
 
 
 def _insert_admin(tenant_id: uuid.UUID) -> None:
+    # The email registered first, as the unit of work does (wafaa.registrations).
+    email = f"intruder-{uuid.uuid4().hex[:8]}@example.test"
+    db.session.execute(
+        text("INSERT INTO admin_emails (email, tenant_id) VALUES (:email, :t)"), {"t": tenant_id, "email": email}
+    )
     db.session.execute(
         text(
             "INSERT INTO tenant_admins (tenant_id, email, full_name, role, password_hash) "
             "VALUES (:t, :email, 'Intruder', 'owner', 'x')"
         ),
-        {"t": tenant_id, "email": f"intruder-{uuid.uuid4().hex[:8]}@example.test"},
+        {"t": tenant_id, "email": email},
     )
 
 

@@ -27,9 +27,9 @@ from wafaa.extensions import db
 from wafaa.schema_kit import SQL_DIR
 from wafaa.tenancy import current_scope, engine_for, system_scope
 
-HEAD = "0007_readiness"
-TABLES = {"tenants", "tenant_admins", "auth_sessions", "audit_logs", "login_throttles"}
-TABLES_OF_0005 = TABLES - {"login_throttles"}
+HEAD = "0008_distributable"
+TABLES = {"tenants", "tenant_admins", "auth_sessions", "audit_logs", "login_throttles", "tenant_slugs", "admin_emails"}
+TABLES_OF_0005 = TABLES - {"login_throttles", "tenant_slugs", "admin_emails"}
 ENUM_TYPES = {"subscription_tier", "admin_role"}
 FUNCTIONS = {
     "wafaa_set_updated_at",
@@ -249,7 +249,12 @@ def assert_rls_on(scratch: Scratch) -> None:
         ("login_throttles", "SELECT"),
         # GET /readyz compares the database's revision with the code's head.
         ("alembic_version", "SELECT"),
+        # The registries of slugs and emails (its own tenant's rows only).
+        ("tenant_slugs", "SELECT"),
+        ("admin_emails", "SELECT"),
     }
+    # Creating an admin registers their email.
+    assert {c for t, c in scratch.column_grants("INSERT") if t == "admin_emails"} == {"email", "tenant_id"}
     # Audit rows are inserted with the server's clock: every column but created_at.
     assert {c for t, c in scratch.column_grants("INSERT") if t == "audit_logs"} == {
         "id",
@@ -304,6 +309,17 @@ def assert_empty(scratch: Scratch) -> None:
     assert scratch.role_exists()
 
 
+def insert_tenants(scratch: Scratch, *slugs: str) -> None:
+    """Tenants by raw SQL, each with its slug registered first (wafaa.models.registry)."""
+    for slug in slugs:
+        scratch.execute(
+            "WITH registered AS (INSERT INTO tenant_slugs (slug, tenant_id) VALUES (%s, gen_random_uuid()) "
+            "RETURNING slug, tenant_id) "
+            "INSERT INTO tenants (id, name, slug) SELECT tenant_id, %s, slug FROM registered",
+            [slug, slug.title()],
+        )
+
+
 # --- the tests ------------------------------------------------------------------------------
 
 
@@ -341,7 +357,7 @@ def test_upgrade_is_idempotent_at_head(scratch):
 
 def test_downgrade_of_0003_removes_row_level_security_and_keeps_the_data(scratch):
     scratch.upgrade()
-    scratch.execute("INSERT INTO tenants (name, slug) VALUES ('Kept', 'kept')")
+    insert_tenants(scratch, "kept")
 
     scratch.flask_db("downgrade", "0002_auth_sessions")
 
@@ -359,6 +375,10 @@ def test_downgrade_of_0003_removes_row_level_security_and_keeps_the_data(scratch
 def test_downgrade_step_by_step_reaches_base(scratch):
     scratch.upgrade()
     scratch.flask_db("downgrade")  # one step: the default revision is -1
+    assert scratch.version() == ["0007_readiness"]
+    assert not {"tenant_slugs", "admin_emails"} & scratch.tables()
+    assert "wafaa_login" in scratch.functions()
+    scratch.flask_db("downgrade")
     assert scratch.version() == ["0006_abuse_hardening"]
     assert ("alembic_version", "SELECT") not in scratch.grants()
     scratch.flask_db("downgrade")
@@ -386,7 +406,7 @@ def test_rls_is_enforced_for_the_request_role_after_upgrade(scratch):
     # Not only declared: the request role sees nothing without a tenant setting,
     # and only its tenant's rows with one.
     scratch.upgrade()
-    scratch.execute("INSERT INTO tenants (name, slug) VALUES ('A', 'tenant-a'), ('B', 'tenant-b')")
+    insert_tenants(scratch, "tenant-a", "tenant-b")
     tenant_a = scratch.query("SELECT id FROM tenants WHERE slug = 'tenant-a'")[0][0]
     try:
         with psycopg.connect(scratch.url) as conn:

@@ -36,7 +36,7 @@ def revision(raw_db):
 
 
 def test_not_ready_when_the_database_is_not_at_the_codes_head(client, revision):
-    assert code_heads() == {"0007_readiness"}
+    assert code_heads() == {"0008_distributable"}
     revision("0006_abuse_hardening")  # a deploy whose `flask db upgrade` has not run
     response = client.get("/readyz")
     assert response.status_code == 503

@@ -133,6 +133,7 @@ def test_a_plain_flask_view_is_a_unit_of_work_too_and_sees_flask_jwt_extended(uo
         assert _emails(raw_db) == {"plain@uow.test"}
         raw_db.execute("DELETE FROM audit_logs WHERE details -> 'after' ->> 'email' = 'plain@uow.test'")
         raw_db.execute("DELETE FROM tenant_admins WHERE email = 'plain@uow.test'")
+        raw_db.execute("DELETE FROM admin_emails WHERE email = 'plain@uow.test'")  # its registration
 
 
 def test_changes_left_unsaved_at_the_end_of_a_request_fail_it_loudly(uow, factory, raw_db):

@@ -21,6 +21,7 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
         metrics,
         openapi,
         passwords,
+        registrations,
         security,
         tenancy,
         tracing,
@@ -93,6 +94,7 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
     metrics.init_app(app)
     passwords.init_app(app)
     tenancy.init_app(app)
+    registrations.init_app(app)  # after tenancy: a new admin's tenant is stamped
     audit.init_app(app)  # after tenancy: its flush listener sees stamped tenant ids
     unit_of_work.init_app(app)
     http_guards.init_app(app)

@@ -346,6 +346,9 @@ for _command in (seed_command, *(c for g in _GROUPS for c in g.commands.values()
 
 
 def init_app(app: Flask) -> None:
+    from wafaa.citus import citus_cli
+
     app.cli.add_command(seed_command)
+    app.cli.add_command(citus_cli)
     for group in _GROUPS:
         app.cli.add_command(group)

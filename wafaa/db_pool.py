@@ -25,6 +25,7 @@ from wafaa.errors import PREPARED_STATEMENT_LOST
 from wafaa.extensions import db
 
 IDLE_PING_SECONDS = 5.0
+_IN_BLOCK = "wafaa_hot_path_in_transaction_block"
 
 
 def init_app(app: Flask) -> None:
@@ -39,6 +40,10 @@ def init_app(app: Flask) -> None:
         # scope lifts it (wafaa.tenancy).
         with dbapi_connection.cursor() as cursor:
             cursor.execute(f"SET statement_timeout = {statement_timeout_ms}")
+            # On Citus (wafaa.citus), a function's SET LOCAL reaches the workers
+            # only inside a transaction block: see call_hot_path.
+            cursor.execute("SELECT current_setting('citus.propagate_set_commands', true) = 'local'")
+            record.info[_IN_BLOCK] = bool(cursor.fetchone()[0])
         if not dbapi_connection.autocommit:
             dbapi_connection.commit()
 
@@ -86,8 +91,14 @@ def call_hot_path(function: str, *args) -> tuple | None:
             # the call, and a rollback on return to the pool would undo its writes.
             raise RuntimeError("hot-path functions run on an idle autocommit connection")
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT * FROM public.{function}({placeholders})", args)
-            return cursor.fetchone()
+            if not pooled.info.get(_IN_BLOCK):
+                cursor.execute(f"SELECT * FROM public.{function}({placeholders})", args)
+                return cursor.fetchone()
+            # Citus sends a SET LOCAL to the workers only within BEGIN ... COMMIT
+            # (the functions switch app.system with it): two more round trips there.
+            with connection.transaction():
+                cursor.execute(f"SELECT * FROM public.{function}({placeholders})", args)
+                return cursor.fetchone()
     except psycopg.Error as error:
         if isinstance(error, psycopg.OperationalError) or error.sqlstate in PREPARED_STATEMENT_LOST:
             pooled.invalidate()  # a broken connection must not go back to the pool

@@ -102,7 +102,12 @@ def bootstrap(
     database = parsed.database
     ident = sql.Identifier
     with psycopg.connect(libpq(superuser_url), autocommit=True) as conn:
-        _ensure_role(conn, app_role, f"NOLOGIN {_SAFE} NOINHERIT")
+        citus = has_citus(conn)
+        # On Citus the coordinator opens its connections to the workers as the
+        # current role, and an operator's tenant scope switches to the request
+        # role (wafaa.tenancy): there it must be able to log in. It has no
+        # password, and holds nothing the service's login role does not.
+        _ensure_role(conn, app_role, f"{'LOGIN' if citus else 'NOLOGIN'} {_SAFE} NOINHERIT")
         # NOINHERIT: the owner becomes the request role only by SET ROLE (an
         # operator's tenant scope); otherwise the request role's policies would
         # be evaluated, for nothing, in every query of the owner's functions.
@@ -160,7 +165,53 @@ def bootstrap(
         for function in PUBLIC_FUNCTIONS_REVOKED:
             conn.execute(f"REVOKE EXECUTE ON FUNCTION {function} FROM PUBLIC")
         conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(ident(owner)))
+        if citus:
+            _secure_citus(conn, database, owner, (owner, service, app_role))
     return RoleUrls(service=with_user(superuser_url, service), owner=with_user(superuser_url, owner))
+
+
+def has_citus(conn: psycopg.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'citus'").fetchone() is not None
+
+
+# Citus functions that run SQL text of the caller's choosing on other nodes, or
+# give a transaction the distributed id of another (which the tenant binding's
+# proof names on the workers, wafaa/sql/tenant_binding.sql): nobody's but the
+# superuser's on the coordinator. The workers keep assign_distributed_transaction_id:
+# the coordinator calls it there, as the current role.
+CITUS_COORDINATOR_REVOKED = (
+    "pg_catalog.master_run_on_worker(text[], integer[], text[], boolean)",
+    "pg_catalog.assign_distributed_transaction_id(integer, bigint, timestamptz)",
+)
+
+
+def _secure_citus(conn: psycopg.Connection, database: str, owner: str, roles: tuple[str, ...]) -> None:
+    """What Citus does not carry to the workers by itself, done there, and the
+    coordinator's own restrictions."""
+    on_workers = [
+        # The owner owns the public schema there too (it is NOINHERIT: the
+        # database owner's implicit rights on it do not reach it).
+        sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(owner)),
+        *(sql.SQL(f"REVOKE EXECUTE ON FUNCTION {function} FROM PUBLIC") for function in PUBLIC_FUNCTIONS_REVOKED),
+        # The coordinator sends each transaction's SET LOCAL commands, the tenant
+        # binding's proof among them, as SQL text: a worker's pg_stat_activity
+        # would show them to every backend of the same role.
+        *(
+            sql.SQL("ALTER ROLE {} IN DATABASE {} SET track_activities = off").format(
+                sql.Identifier(role), sql.Identifier(database)
+            )
+            for role in roles
+        ),
+    ]
+    for statement in on_workers:
+        command = "SET citus.enable_ddl_propagation = off; " + statement.as_string(conn)
+        for node, port, success, result in conn.execute("SELECT * FROM run_command_on_workers(%s)", (command,)):
+            if not success:
+                raise RuntimeError(f"on worker {node}:{port}: {result}")
+    conn.execute("SET citus.enable_ddl_propagation = off")
+    for function in CITUS_COORDINATOR_REVOKED:
+        conn.execute(f"REVOKE EXECUTE ON FUNCTION {function} FROM PUBLIC")
+    conn.execute("RESET citus.enable_ddl_propagation")
 
 
 def is_superuser(url: str) -> bool:

@@ -258,6 +258,23 @@ def _handle_programming_error(error: Exception) -> Response:
     return ServiceUnavailable().response()
 
 
+# What Citus says, as an internal error (XX000), when a worker node it needs does
+# not answer, or a connection to one broke while the node was away: unavailable,
+# not a bug. (A refused connection it reports as a connection failure already.)
+CITUS_NODE_UNREACHABLE = (
+    "failure on connection marked as essential",
+    "connection to the remote node",
+    "could not establish any connections to the node",
+)
+
+
+def _handle_internal_error(error: Exception) -> Response:
+    message = str(getattr(error, "orig", None) or error)
+    if any(fragment in message for fragment in CITUS_NODE_UNREACHABLE):
+        return _handle_database_unavailable(error)
+    return _handle_unexpected(error)
+
+
 def _handle_limiter_unavailable(error: Exception) -> Response:
     # The rate limiter's storage (Redis) is unreachable. The request is refused
     # rather than served unlimited: an outage of the limiter must not open the
@@ -309,6 +326,8 @@ def init_app(app: Flask) -> None:
         app.register_error_handler(unavailable, _handle_database_unavailable)
     for programming in (sa_exc.ProgrammingError, psycopg.ProgrammingError):
         app.register_error_handler(programming, _handle_programming_error)
+    for internal in (sa_exc.InternalError, psycopg.errors.InternalError_):
+        app.register_error_handler(internal, _handle_internal_error)
     for unavailable in (RedisError, StorageError):
         app.register_error_handler(unavailable, _handle_limiter_unavailable)
     app.register_error_handler(Exception, _handle_unexpected)

@@ -282,11 +282,16 @@ def engine_for(scope: Scope | None):
 
 @dataclass(frozen=True)
 class Opening:
-    """What a transaction sends before its first statement: SQL text with
-    literals (one round trip with BEGIN), then optionally a statement whose values
-    are bind parameters (never visible as text to other sessions)."""
+    """What a transaction sends before its first statement: SQL texts with
+    literals (the first one with BEGIN, one round trip each), then optionally a
+    statement whose values are bind parameters (never visible as text to other
+    sessions).
 
-    text: str
+    A `SET LOCAL` goes alone in its text: Citus sends the text of the message
+    that held it on to the workers (citus.propagate_set_commands = 'local'), and
+    must send nothing else."""
+
+    texts: tuple[str, ...]
     bound: tuple[str, tuple] | None = None
 
 
@@ -294,29 +299,27 @@ class Opening:
 # connection's default (wafaa.db_pool) is session state, which behind PgBouncer
 # belongs to whichever server connection the SET happened to run on.
 BIND_SESSION = "SELECT wafaa_bind_session(%s, %s, %s), set_config('statement_timeout', %s, true)"
+SYSTEM_ON = "SET LOCAL app.system = 'on'"
 
 
 @functools.lru_cache(maxsize=4096)
-def _owner_opening(scope: Scope, app_role: str, statement_timeout_ms: int) -> str:
+def _owner_opening(scope: Scope, app_role: str, statement_timeout_ms: int) -> tuple[str, ...]:
     if scope.is_system:
         # Operators' work (migrations, purges) with no statement timeout: an index
         # build may legitimately take minutes.
-        return "BEGIN; SELECT set_config('app.system', 'on', true), set_config('statement_timeout', '0', true)"
-    opening = sql.SQL(
-        "BEGIN; SELECT wafaa_private.bind_tenant({}), set_config('statement_timeout', {}, true); SET LOCAL ROLE {}"
-    )
-    return opening.format(
-        sql.Literal(str(scope.tenant_id)), sql.Literal(str(statement_timeout_ms)), sql.Identifier(app_role)
-    ).as_string()
+        return ("BEGIN; SELECT set_config('statement_timeout', '0', true)", SYSTEM_ON)
+    opening = sql.SQL("BEGIN; SELECT wafaa_private.bind_tenant({}), set_config('statement_timeout', {}, true)")
+    bind = opening.format(sql.Literal(str(scope.tenant_id)), sql.Literal(str(statement_timeout_ms))).as_string()
+    return (bind, sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(app_role)).as_string())
 
 
 def opening_for(scope: Scope | None, app_role: str, statement_timeout_ms: int) -> Opening:
     if uses_owner(scope):
         return Opening(_owner_opening(scope, app_role, statement_timeout_ms))
     if scope is None or scope.tenant_id is None:
-        return Opening("BEGIN")  # bound to nothing: no tenant rows at all
+        return Opening(("BEGIN",))  # bound to nothing: no tenant rows at all
     session_id, admin_id = scope.session
-    return Opening("BEGIN", (BIND_SESSION, (scope.tenant_id, session_id, admin_id, str(statement_timeout_ms))))
+    return Opening(("BEGIN",), (BIND_SESSION, (scope.tenant_id, session_id, admin_id, str(statement_timeout_ms))))
 
 
 _OPENING = "wafaa_opening_statement"
@@ -362,7 +365,8 @@ def _listen_for_transactions(engine, *, is_owner: bool, app_role: str, timeout_m
         if opening is not None:
             # The literal part is validated (UUID, role name, integer) and quoted
             # by psycopg; without parameters it goes as one simple-query message.
-            cursor.execute(opening.text)
+            for text in opening.texts:
+                cursor.execute(text)
             if opening.bound is not None:
                 cursor.execute(*opening.bound)
 

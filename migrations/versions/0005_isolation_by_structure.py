@@ -121,9 +121,13 @@ def upgrade() -> None:
 
     for signature in OLD_FUNCTIONS:
         op.execute(f"DROP FUNCTION {signature}")
-    apply_sql("tenant_binding.sql", "request_identity.sql")
-    # login.sql as it was at this revision (0006 changed it).
-    apply_sql("0005_login.sql", directory=Path(__file__).with_name("sql"))
+    # The functions as they were at this revision (later ones changed them).
+    apply_sql(
+        "0005_tenant_binding.sql",
+        "0005_request_identity.sql",
+        "0005_login.sql",
+        directory=Path(__file__).with_name("sql"),
+    )
 
     make_tenant_owned("tenants", tenant_column="id", select=ALL, update=("name", "settings"))
     make_tenant_owned(

@@ -22,7 +22,8 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute(f"GRANT SELECT ON alembic_version TO {app_role()}")
-    apply_sql("login.sql")  # CREATE OR REPLACE: the grants stay
+    # CREATE OR REPLACE: the grants stay. As this revision wrote it (0008 changed it).
+    apply_sql("0007_login.sql", directory=Path(__file__).with_name("sql"))
 
 
 def downgrade() -> None:

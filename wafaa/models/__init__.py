@@ -4,10 +4,12 @@ from wafaa.models.admin import AdminRole, TenantAdmin, normalize_email
 from wafaa.models.audit import AuditLog
 from wafaa.models.base import Base, TenantScoped
 from wafaa.models.login_throttle import LoginThrottle
+from wafaa.models.registry import AdminEmail, TenantSlug
 from wafaa.models.session import AuthSession
 from wafaa.models.tenant import SubscriptionTier, Tenant
 
 __all__ = [
+    "AdminEmail",
     "AdminRole",
     "AuditLog",
     "AuthSession",
@@ -16,6 +18,7 @@ __all__ = [
     "SubscriptionTier",
     "Tenant",
     "TenantAdmin",
+    "TenantSlug",
     "TenantScoped",
     "normalize_email",
 ]

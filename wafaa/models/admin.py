@@ -6,12 +6,21 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import idna
-from sqlalchemy import CheckConstraint, Index, String, UniqueConstraint, true
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKeyConstraint,
+    Index,
+    PrimaryKeyConstraint,
+    String,
+    UniqueConstraint,
+    true,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from wafaa.models.base import TenantScoped, Timestamps, UUIDPrimaryKey, db, pg_enum
 
 if TYPE_CHECKING:
+    from wafaa.models.registry import AdminEmail
     from wafaa.models.tenant import Tenant
 
 
@@ -47,18 +56,28 @@ class TenantAdmin(UUIDPrimaryKey, TenantScoped, Timestamps, db.Model):
     # Recorded as "changed", never with a value.
     __audit_secret__ = frozenset({"password_hash"})
     __table_args__ = (
-        # Emails are unique across all tenants (login is by email alone). They are
-        # stored normalised, so a plain unique constraint is case-insensitive.
+        PrimaryKeyConstraint("tenant_id", "id", name="pk_tenant_admins"),
+        # Emails are unique across all tenants (login is by email alone): each is
+        # registered in admin_emails (wafaa.models.registry) under this tenant, and
+        # unique within the tenant here. They are stored normalised, so the
+        # constraints are case-insensitive.
+        ForeignKeyConstraint(
+            ["tenant_id", "email"],
+            ["admin_emails.tenant_id", "admin_emails.email"],
+            name="fk_tenant_admins_tenant_id_email_admin_emails",
+        ),
+        UniqueConstraint("tenant_id", "email", name="uq_tenant_admins_tenant_id_email"),
         CheckConstraint("email = lower(btrim(email))", name="email_normalized"),
         CheckConstraint("position('@' in email) > 1", name="email_has_at"),
         CheckConstraint("length(btrim(full_name)) > 0", name="full_name_not_blank"),
-        # The target of composite foreign keys that keep a session's or an audit
-        # row's admin inside the same tenant.
-        UniqueConstraint("tenant_id", "id", name="uq_tenant_admins_tenant_id_id"),
         Index("ix_tenant_admins_tenant_id_created_at", "tenant_id", "created_at"),
     )
 
-    email: Mapped[str] = mapped_column(String(255), unique=True)
+    # The primary key (tenant_id, id) is the target of the composite foreign keys
+    # that keep a session's or an audit row's admin inside the same tenant.
+    __mapper_args__ = {"eager_defaults": True, "primary_key": ["id"]}
+
+    email: Mapped[str] = mapped_column(String(255))
     # Deferred: the request role may not read it (column privileges, migration
     # 0005), so no ordinary query asks for it; login compares it inside the
     # database (wafaa/sql/login.sql).
@@ -69,6 +88,8 @@ class TenantAdmin(UUIDPrimaryKey, TenantScoped, Timestamps, db.Model):
     last_login: Mapped[datetime | None]
 
     tenant: Mapped["Tenant"] = relationship(back_populates="admins")
+    # Never loaded: it makes the unit of work insert the registration first.
+    email_registration: Mapped["AdminEmail"] = relationship(lazy="raise", overlaps="tenant,admins")
 
     def __repr__(self) -> str:
         return f"<TenantAdmin {self.id} {self.role.value}>"

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKeyConstraint, Index, String, func, text
+from sqlalchemy import ForeignKeyConstraint, Index, PrimaryKeyConstraint, String, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from wafaa.models.base import EMPTY_JSONB, TenantScoped, UUIDPrimaryKey, db
@@ -14,6 +14,7 @@ class AuditLog(UUIDPrimaryKey, TenantScoped, db.Model):
     __tablename__ = "audit_logs"
     __audit_exempt__ = "the audit log itself"
     __table_args__ = (
+        PrimaryKeyConstraint("tenant_id", "id", name="pk_audit_logs"),
         # The actor, when there is one, is an admin of the same tenant. NO ACTION
         # (checked at the end of the statement) lets a tenant's deletion cascade to
         # its admins and its audit rows together, while an admin can never be
@@ -34,6 +35,8 @@ class AuditLog(UUIDPrimaryKey, TenantScoped, db.Model):
             postgresql_where=text("action = 'auth.login_failed'"),
         ),
     )
+
+    __mapper_args__ = {"primary_key": ["id"]}
 
     user_id: Mapped[uuid.UUID | None]
     action: Mapped[str] = mapped_column(String(100))

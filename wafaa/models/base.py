@@ -92,7 +92,12 @@ class TenantScoped:
 
     @declared_attr
     def tenant_id(cls) -> Mapped[uuid.UUID]:
-        return mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+        # With an `id`, the primary key is (tenant_id, id): the ids are unique on
+        # their own, but on Citus a key must include the distribution column. The
+        # ORM still knows a row by its id alone (mapper primary_key).
+        return mapped_column(
+            ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False, primary_key=issubclass(cls, UUIDPrimaryKey)
+        )
 
 
 EMPTY_JSONB = text("'{}'::jsonb")

@@ -3,7 +3,7 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKeyConstraint, Index, String
+from sqlalchemy import ForeignKeyConstraint, Index, PrimaryKeyConstraint, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from wafaa.models.base import CreatedAt, TenantScoped, UUIDPrimaryKey, db
@@ -13,6 +13,7 @@ class AuthSession(UUIDPrimaryKey, TenantScoped, CreatedAt, db.Model):
     __tablename__ = "auth_sessions"
     __audit_exempt__ = "sessions are audited as auth.* events (login, logout, revocation, reuse)"
     __table_args__ = (
+        PrimaryKeyConstraint("tenant_id", "id", name="pk_auth_sessions"),
         # Composite key: a session's admin always belongs to the session's tenant.
         ForeignKeyConstraint(
             ["tenant_id", "admin_id"],
@@ -22,6 +23,8 @@ class AuthSession(UUIDPrimaryKey, TenantScoped, CreatedAt, db.Model):
         ),
         Index("ix_auth_sessions_tenant_id_admin_id", "tenant_id", "admin_id"),
     )
+
+    __mapper_args__ = {"primary_key": ["id"]}
 
     admin_id: Mapped[uuid.UUID]
     # The jti of the one refresh token that may be used next, and the one it

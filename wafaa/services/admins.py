@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from wafaa import audit
 from wafaa.errors import ApiError, Conflict, Forbidden, TooManyRequests
 from wafaa.extensions import db
-from wafaa.models import AdminRole, AuditLog, LoginThrottle, TenantAdmin
+from wafaa.models import AdminEmail, AdminRole, AuditLog, LoginThrottle, TenantAdmin
 from wafaa.passwords import hash_password
 from wafaa.permissions import require_can_assign, require_can_manage
 from wafaa.services.queries import get_or_404, no_precondition, page_of
@@ -217,6 +217,12 @@ def release_email(admin: TenantAdmin) -> str:
     that can never be an address anyone logs in with."""
     if admin.is_active:
         raise Conflict("The admin is active: deactivate them first (PATCH .../admins/{id} is_active=false).")
+    released = admin.email
     admin.email = f"released-{admin.id.hex}@released.invalid"
+    # The registration moves with the address (wafaa.models.registry): the new
+    # one is inserted before the admin's row changes, the old one then freed.
+    admin.email_registration = AdminEmail(email=admin.email, tenant_id=admin.tenant_id)
+    db.session.flush()
+    db.session.execute(delete(AdminEmail).where(AdminEmail.email == released))
     revoke_admin_sessions(admin.id, reason="email_released")
     return admin.email

@@ -129,7 +129,11 @@ def refresh(identity: Identity) -> dict:
     # Each rotation extends the session by the refresh lifetime, never past its
     # absolute limit: a stolen family cannot be kept alive for ever.
     max_age = timedelta(days=current_app.config["SESSION_MAX_DAYS"])
-    expires_at = func.least(_now() + _refresh_lifetime(), AuthSession.created_at + max_age)
+    # The limit in UTC, through immutable functions only: Citus evaluates an
+    # UPDATE's expressions on the coordinator, and refuses a stable one (such as
+    # timestamptz + interval) applied to a column.
+    limit = func.timezone("UTC", func.timezone("UTC", AuthSession.created_at) + max_age)
+    expires_at = func.least(_now() + _refresh_lifetime(), limit)
     # Only one request can swap a given jti: the row lock serialises concurrent
     # refreshes, and the loser's WHERE no longer matches once the winner commits.
     rotated = db.session.execute(

@@ -6,11 +6,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
-
 from wafaa.errors import Conflict, ValidationFailed
 from wafaa.extensions import db
-from wafaa.models import AdminRole, AuthSession, SubscriptionTier, Tenant, TenantAdmin
+from wafaa.models import AdminEmail, AdminRole, AuthSession, SubscriptionTier, Tenant, TenantAdmin, TenantSlug
 from wafaa.passwords import hash_password
 from wafaa.schemas.tenant import settings_problem
 from wafaa.services.queries import get_or_404, no_precondition
@@ -53,12 +51,14 @@ def update_tenant(
 # --- operators (CLI): these run in the system scope -----------------------------
 
 
+# Through the registries (wafaa.models.registry): one small table each, on every
+# node, rather than a look at every tenant's shard.
 def slug_taken(slug: str) -> bool:
-    return db.session.scalar(select(Tenant.id).where(Tenant.slug == slug)) is not None
+    return db.session.get(TenantSlug, slug) is not None
 
 
 def email_taken(email: str) -> bool:
-    return db.session.scalar(select(TenantAdmin.id).where(TenantAdmin.email == email)) is not None
+    return db.session.get(AdminEmail, email) is not None
 
 
 def create_tenant(

@@ -16,23 +16,30 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    v_tenant uuid;
     v_salt text;
     v_cost text;
 BEGIN
     IF p_email IS NULL OR length(p_email) > 255 OR p_rounds IS NULL OR p_rounds NOT BETWEEN 4 AND 31 THEN
         RAISE EXCEPTION 'wafaa_login_salt: invalid arguments' USING ERRCODE = '22023';
     END IF;
-    PERFORM set_config('app.system', 'on', true);  -- the owner's policy, for this query
-    SELECT left(a.password_hash, 29) INTO v_salt FROM public.tenant_admins a WHERE a.email = p_email;
+    SET LOCAL app.system = 'on';  -- the owner's policy, for this query
+    -- Emails are registered across tenants in admin_emails (a reference table on
+    -- Citus); the admin is then read on their tenant's node only.
+    SELECT e.tenant_id INTO v_tenant FROM public.admin_emails e WHERE e.email = p_email;
+    SELECT left(a.password_hash, 29) INTO v_salt FROM public.tenant_admins a
+    WHERE a.tenant_id = v_tenant AND a.email = p_email;
     IF v_salt IS NOT NULL THEN
-        PERFORM set_config('app.system', '', true);
+        SET LOCAL app.system = '';
         RETURN v_salt;
     END IF;
     -- The cost of a stored hash, not the caller's: asking with two costs must
     -- not tell an unknown email from a known one. p_rounds only when there is
     -- no account at all.
-    SELECT substr(a.password_hash, 5, 2) INTO v_cost FROM public.tenant_admins a LIMIT 1;
-    PERFORM set_config('app.system', '', true);
+    -- Some account's, found through the registry: on one node, not every shard.
+    SELECT e.tenant_id INTO v_tenant FROM public.admin_emails e LIMIT 1;
+    SELECT substr(a.password_hash, 5, 2) INTO v_cost FROM public.tenant_admins a WHERE a.tenant_id = v_tenant LIMIT 1;
+    SET LOCAL app.system = '';
     -- bcrypt's base64 is the standard one with another alphabet.
     RETURN '$2b$' || coalesce(v_cost, lpad(p_rounds::text, 2, '0')) || '$' || translate(
         left(encode(substr(wafaa_private.mac('salt/' || p_email), 1, 16), 'base64'), 22),
@@ -53,6 +60,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_row uuid;
+    -- A value, not clock_timestamp() in the statements: Citus refuses volatile
+    -- functions in an UPDATE of a distributed table.
+    v_at timestamptz := clock_timestamp();
 BEGIN
     SELECT l.id INTO v_row FROM public.audit_logs l
     WHERE l.tenant_id = p_tenant AND l.action = 'auth.login_failed' AND l.resource_id = p_admin::text
@@ -63,13 +73,13 @@ BEGIN
     IF FOUND THEN
         UPDATE public.audit_logs l
         SET details = l.details || jsonb_build_object(
-                'count', coalesce((l.details ->> 'count')::integer, 1) + 1, 'last_at', clock_timestamp())
+                'count', coalesce((l.details ->> 'count')::integer, 1) + 1, 'last_at', v_at)
         WHERE l.tenant_id = p_tenant AND l.id = v_row;
     ELSE
         INSERT INTO public.audit_logs (tenant_id, user_id, action, resource_type, resource_id, details, ip_address)
         VALUES (p_tenant, p_admin, 'auth.login_failed', 'admin', p_admin::text,
                 p_details || jsonb_build_object('reason', p_reason, 'source', p_source, 'count', 1,
-                                                'last_at', clock_timestamp()),
+                                                'last_at', v_at),
                 p_ip);
     END IF;
 END
@@ -112,6 +122,7 @@ DECLARE
     v_throttle public.login_throttles;
     v_failures integer := 0;
     v_reason text;
+    v_now timestamptz := now();
     v_details jsonb := coalesce(p_details, '{}'::jsonb);
 BEGIN
     -- The policy comes from the service's configuration, but only within these
@@ -133,17 +144,21 @@ BEGIN
         RAISE EXCEPTION 'wafaa_login: invalid arguments' USING ERRCODE = '22023';
     END IF;
 
-    PERFORM set_config('app.system', 'on', true);  -- the owner's policy, until the end
+    SET LOCAL app.system = 'on';  -- the owner's policy, until the end
+    -- The account's tenant from the email registry, then the account on that
+    -- tenant's node (on Citus a lookup by email alone would visit every shard,
+    -- and could not lock the row there).
+    SELECT e.tenant_id INTO v_tenant FROM public.admin_emails e WHERE e.email = p_email;
     SELECT a.id, a.tenant_id, a.password_hash, a.is_active AND t.is_active
     INTO v_admin, v_tenant, v_hash, v_active
     FROM public.tenant_admins a JOIN public.tenants t ON t.id = a.tenant_id
-    WHERE a.email = p_email
+    WHERE a.tenant_id = v_tenant AND t.id = v_tenant AND a.email = p_email
     -- NO KEY UPDATE: the key never changes here, and a plain FOR UPDATE would
     -- also block the foreign-key checks (KEY SHARE) of a concurrent request's
     -- audit row naming this admin, which deadlocked against a tenant change.
     FOR NO KEY UPDATE OF a;
     IF NOT FOUND THEN
-        PERFORM set_config('app.system', '', true);
+        SET LOCAL app.system = '';
         RETURN QUERY SELECT 'refused'::text, NULL::uuid, NULL::uuid, NULL::timestamptz;
         RETURN;
     END IF;
@@ -171,7 +186,8 @@ BEGIN
             INSERT INTO public.login_throttles AS th (tenant_id, admin_id, source, failures, last_failed_at)
             VALUES (v_tenant, v_admin, p_source, v_failures + 1, now())
             ON CONFLICT ON CONSTRAINT pk_login_throttles
-            DO UPDATE SET failures = v_failures + 1, last_failed_at = now();
+            -- Values, not now(): Citus allows only immutable functions here.
+            DO UPDATE SET failures = v_failures + 1, last_failed_at = v_now;
             IF v_failures + 1 = p_threshold THEN
                 INSERT INTO public.audit_logs
                     (tenant_id, user_id, action, resource_type, resource_id, details, ip_address)
@@ -183,7 +199,7 @@ BEGIN
             END IF;
         END IF;
         PERFORM wafaa_private.record_login_failure(v_tenant, v_admin, p_source, v_reason, p_window, p_ip, v_details);
-        PERFORM set_config('app.system', '', true);
+        SET LOCAL app.system = '';
         RETURN QUERY SELECT 'refused'::text, NULL::uuid, NULL::uuid, NULL::timestamptz;
         RETURN;
     END IF;
@@ -201,7 +217,7 @@ BEGIN
     END IF;
     INSERT INTO public.audit_logs (tenant_id, user_id, action, resource_type, resource_id, details, ip_address)
     VALUES (v_tenant, v_admin, 'auth.login', 'session', p_session::text, v_details, p_ip);
-    PERFORM set_config('app.system', '', true);
+    SET LOCAL app.system = '';
     RETURN QUERY SELECT 'started'::text, v_tenant, v_admin, now() + p_lifetime;
 END
 $$;

@@ -14,7 +14,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM set_config('app.system', 'on', true);  -- the owner's policy, for this query
+    SET LOCAL app.system = 'on';  -- the owner's policy, for this query
     RETURN QUERY
     SELECT s.refresh_jti, s.expires_at, a.email, a.full_name, a.role::text, to_jsonb(t)
     FROM public.auth_sessions s
@@ -23,6 +23,6 @@ BEGIN
     WHERE s.tenant_id = p_tenant AND s.id = p_session AND s.admin_id = p_admin
       AND s.revoked_at IS NULL AND s.expires_at > now()
       AND a.is_active AND t.is_active;
-    PERFORM set_config('app.system', '', true);
+    SET LOCAL app.system = '';
 END
 $$;

@@ -6,27 +6,63 @@
 -- error aborts the transaction, or the caller's savepoint, which undoes it too).
 --
 -- A transaction is bound to a tenant by two transaction-local settings:
--- app.tenant_id, and app.tenant_proof, a MAC of that tenant, this backend and the
--- start of this transaction, keyed with wafaa_private.binding_key, which only the
+-- app.tenant_id, and app.tenant_proof, a MAC of that tenant and of this
+-- transaction's identity, keyed with wafaa_private.binding_key, which only the
 -- schema owner can read. Any role may set app.tenant_id; only these functions
 -- produce a proof that matches it. So SQL run by the service's role (an injection)
 -- cannot bind its transaction to a tenant it holds no live session of, and a proof
 -- copied from one transaction is worth nothing in another.
+--
+-- Every setting is made with SET LOCAL, not set_config(): both end with the
+-- transaction, but on Citus only SET LOCAL reaches the workers (with
+-- citus.propagate_set_commands = 'local'), where the shards' policies read them.
 
 -- The MAC: SHA-256 nested with two independent 512-bit keys (NMAC, the
 -- construction HMAC is proved secure through), built from PostgreSQL's own sha256.
 -- PL/pgSQL rather than SQL: its plans are cached for the session, and these run
 -- in every statement that reads a tenant table.
+--
+-- On Citus the key is a reference table (wafaa.citus), read here from inside the
+-- shards' policies on the workers: a read of the worker's own copy, which Citus
+-- counts as a query nested in a shard's query and refuses unless allowed, for
+-- this read only. (On PostgreSQL the setting does not exist: nothing to do.)
 CREATE OR REPLACE FUNCTION wafaa_private.mac(p_message text) RETURNS bytea
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_mac bytea;
+    v_nested text := current_setting('citus.allow_nested_distributed_execution', true);
 BEGIN
+    IF v_nested IS NOT NULL THEN
+        PERFORM set_config('citus.allow_nested_distributed_execution', 'on', true);
+    END IF;
     SELECT sha256(k.outer_key || sha256(k.inner_key || convert_to(p_message, 'UTF8'))) INTO v_mac
     FROM wafaa_private.binding_key k;
+    IF v_nested IS NOT NULL THEN
+        PERFORM set_config('citus.allow_nested_distributed_execution', v_nested, true);
+    END IF;
     RETURN v_mac;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION wafaa_private.transaction_identity() RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_identity text;
+BEGIN
+    IF to_regprocedure('pg_catalog.get_current_transaction_id()') IS NOT NULL THEN
+        EXECUTE 'SELECT ''citus/'' || t.initiator_node_identifier || ''/'' || t.transaction_number || ''/''
+                        || (extract(epoch FROM t.transaction_stamp) * 1000000)::bigint
+                 FROM pg_catalog.get_current_transaction_id() t WHERE t.transaction_number <> 0'
+        INTO v_identity;
+        IF v_identity IS NOT NULL THEN
+            RETURN v_identity;
+        END IF;
+    END IF;
+    RETURN pg_backend_pid()::text || '/' || (extract(epoch FROM transaction_timestamp()) * 1000000)::bigint::text;
 END
 $$;
 
@@ -35,9 +71,7 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RETURN encode(wafaa_private.mac(
-        'tenant/' || p_tenant::text || '/' || pg_backend_pid()::text || '/'
-        || (extract(epoch FROM transaction_timestamp()) * 1000000)::bigint::text), 'hex');
+    RETURN encode(wafaa_private.mac('tenant/' || p_tenant::text || '/' || wafaa_private.transaction_identity()), 'hex');
 END
 $$;
 
@@ -51,8 +85,12 @@ BEGIN
     IF p_tenant IS NULL THEN
         RAISE EXCEPTION 'bind_tenant: no tenant' USING ERRCODE = '22004';
     END IF;
-    PERFORM set_config('app.tenant_id', p_tenant::text, true),
-            set_config('app.tenant_proof', wafaa_private.tenant_proof(p_tenant), true);
+    -- On Citus, a statement on a distributed table makes this a distributed
+    -- transaction, whose id the proof names (wafaa_private.transaction_identity);
+    -- it reads nothing (app.system is off). On PostgreSQL: an index probe.
+    PERFORM FROM public.tenants t WHERE t.id = p_tenant;
+    EXECUTE 'SET LOCAL app.tenant_id = ' || quote_literal(p_tenant::text);
+    EXECUTE 'SET LOCAL app.tenant_proof = ' || quote_literal(wafaa_private.tenant_proof(p_tenant));
 END
 $$;
 
@@ -90,14 +128,14 @@ BEGIN
         RETURN false;
     END IF;
     -- The owner reads through its own policy, for this one statement.
-    PERFORM set_config('app.system', 'on', true);
+    SET LOCAL app.system = 'on';
     PERFORM FROM public.auth_sessions s
     JOIN public.tenant_admins a ON a.tenant_id = s.tenant_id AND a.id = s.admin_id
     JOIN public.tenants t ON t.id = s.tenant_id
     WHERE s.tenant_id = p_tenant AND s.id = p_session AND s.admin_id = p_admin
       AND s.revoked_at IS NULL AND s.expires_at > now() AND a.is_active AND t.is_active;
     v_live := FOUND;
-    PERFORM set_config('app.system', '', true);
+    SET LOCAL app.system = '';
     IF v_live THEN
         PERFORM wafaa_private.bind_tenant(p_tenant);
     END IF;
