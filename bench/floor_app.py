@@ -19,11 +19,8 @@ from psycopg_pool import ConnectionPool
 
 app = Flask(__name__)
 SECRET = os.environ["JWT_SECRET_KEY"]
-_PREPARE = (
-    None
-    if os.environ.get("FLOOR_PREPARE_THRESHOLD", "5") == "off"
-    else int(os.environ.get("FLOOR_PREPARE_THRESHOLD", "5"))
-)
+_PREPARE_SETTING = os.environ.get("FLOOR_PREPARE_THRESHOLD", "5")
+_PREPARE = None if _PREPARE_SETTING == "off" else int(_PREPARE_SETTING)
 pool = ConnectionPool(
     os.environ["DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://"),
     min_size=int(os.environ.get("DB_POOL_SIZE", 5)),

@@ -92,12 +92,8 @@ class PgBouncer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"pgbouncer exited early:\n{self.output()}")
             try:
-                with psycopg.connect(
-                    host="127.0.0.1", port=self.port, dbname="pgbouncer", user="postgres", connect_timeout=2
-                ) as conn:
-                    conn.autocommit = True
-                    conn.execute("SHOW VERSION")
-                    return self
+                self.admin("SHOW VERSION")
+                return self
             except psycopg.OperationalError:
                 time.sleep(0.1)
         self.stop()
@@ -106,7 +102,13 @@ class PgBouncer:
     def admin(self, command: str) -> list[dict]:
         """A command of PgBouncer's admin console (SHOW POOLS, ...), as rows."""
         with psycopg.connect(
-            host="127.0.0.1", port=self.port, dbname="pgbouncer", user="postgres", autocommit=True, row_factory=dict_row
+            host="127.0.0.1",
+            port=self.port,
+            dbname="pgbouncer",
+            user="postgres",
+            autocommit=True,
+            row_factory=dict_row,
+            connect_timeout=2,
         ) as conn:
             return conn.execute(command).fetchall()
 

@@ -32,6 +32,7 @@ def init_app(app: Flask) -> None:
     statement_timeout_ms = int(app.config["DB_STATEMENT_TIMEOUT_MS"])
     with app.app_context():
         engine = db.engine
+        engines = list(db.engines.values())  # the schema owner's too (DB_PREPARE_THRESHOLD is for both)
 
     @event.listens_for(engine, "connect")
     def _default_statement_timeout(dbapi_connection, record) -> None:
@@ -47,12 +48,14 @@ def init_app(app: Flask) -> None:
         if not dbapi_connection.autocommit:
             dbapi_connection.commit()
 
-    @event.listens_for(engine, "handle_error")
     def _discard_lost_preparation(context) -> None:
         # psycopg believes the statement is prepared on this connection, so it
         # would fail again on each use: the connection must not be reused.
         if getattr(context.original_exception, "sqlstate", None) in PREPARED_STATEMENT_LOST:
             context.is_disconnect = True
+
+    for each in engines:
+        event.listen(each, "handle_error", _discard_lost_preparation)
 
     @event.listens_for(engine, "checkin")
     def _mark_idle(dbapi_connection, record) -> None:
