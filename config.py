@@ -498,6 +498,10 @@ class Config:
         if self.LOGIN_CONCURRENCY < self.PASSWORD_HASH_CONCURRENCY:
             raise ConfigError("LOGIN_CONCURRENCY must be at least PASSWORD_HASH_CONCURRENCY")
         self.PASSWORD_HASH_WAIT_MS = env_int("PASSWORD_HASH_WAIT_MS", 3000, minimum=0, maximum=20_000)
+        # Under a flood of failed logins, password checks take turns across the
+        # processes that share this file: gunicorn.conf.py names one per instance
+        # (wafaa.passwords.HostSlot). Unset: this process alone.
+        self.PASSWORD_HASH_LOCK_FILE = env_str("PASSWORD_HASH_LOCK_FILE")
         # Every failed login answers this long after its password check, so that
         # an unknown email (nothing to write) and a known one (an audit row) take
         # the same time.

@@ -20,6 +20,7 @@ from wafaa.logging import FORMATTERS
 load_environment_file()
 
 _metrics_dir_is_ours = False
+_hashing_lock_is_ours = False
 # A RAM disk, where there is one: for the workers' heartbeats and the metrics files.
 _RAM_DISK = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
@@ -122,6 +123,19 @@ def on_starting(server) -> None:
     for warning in serving_warnings(config, server.cfg.workers):
         server.log.warning(warning)
     _make_metrics_dir()
+    _name_hashing_lock()
+
+
+def _name_hashing_lock() -> None:
+    """The file whose flock the workers share for the host's one password check
+    under a login flood (wafaa.passwords.HostSlot): this instance's own, on a RAM
+    disk where there is one, removed at exit; or the operator's
+    PASSWORD_HASH_LOCK_FILE (several instances on one host may share one)."""
+    global _hashing_lock_is_ours
+    if not os.environ.get("PASSWORD_HASH_LOCK_FILE"):
+        directory = _RAM_DISK or tempfile.gettempdir()
+        os.environ["PASSWORD_HASH_LOCK_FILE"] = os.path.join(directory, f"wafaa-hashing-{os.getpid()}.lock")
+        _hashing_lock_is_ours = True
 
 
 def _make_metrics_dir() -> None:
@@ -164,3 +178,8 @@ def child_exit(server, worker) -> None:
 def on_exit(server) -> None:
     if _metrics_dir_is_ours:
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    if _hashing_lock_is_ours:
+        try:
+            os.unlink(os.environ["PASSWORD_HASH_LOCK_FILE"])
+        except FileNotFoundError:
+            pass

@@ -323,6 +323,66 @@ def test_a_login_refused_by_the_failure_budget_is_held_like_one_without_a_slot(m
     assert held >= 0.2, held
 
 
+def test_under_a_flood_of_failed_logins_password_checks_take_the_hosts_one_slot(make_app, factory, tmp_path):
+    """Once a tenth of the failed-login budget is spent, a login's password check
+    also needs the host's slot (an flock shared by the workers): while another
+    process holds it, a login waits and gets 503; before the flood, it did not
+    need it."""
+    import fcntl
+
+    lock_file = tmp_path / "hashing.lock"
+    client = make_app(
+        RATELIMIT_LOGIN_FAILURES="20/hour", PASSWORD_HASH_WAIT_MS="200", PASSWORD_HASH_LOCK_FILE=str(lock_file)
+    ).test_client()
+    world = factory.world()
+    owner = {"email": world.owner.email, "password": PASSWORD}
+    other_process = os.open(lock_file, os.O_RDWR | os.O_CREAT)  # its own open file: its own flock
+    try:
+        fcntl.flock(other_process, fcntl.LOCK_EX)  # another worker's password check
+        assert client.post(LOGIN, json=owner).status_code == 200  # no flood: the slot is not needed
+        for n in range(2):  # a tenth of 20
+            assert (
+                client.post(LOGIN, json={"email": f"nobody{n}@example.com", "password": "guess-1"}).status_code == 401
+            )
+        busy = client.post(LOGIN, json=owner)
+        assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+        fcntl.flock(other_process, fcntl.LOCK_UN)
+        assert client.post(LOGIN, json=owner).status_code == 200
+    finally:
+        os.close(other_process)
+
+
+def test_the_hosts_slot_is_held_by_one_process_at_a_time(tmp_path):
+    """Two processes opening the same file (two workers): while one holds the
+    slot the other cannot take it, and can once it is released; one process's
+    threads take turns too."""
+    import subprocess
+    import sys
+
+    from wafaa.passwords import HostSlot
+
+    path = str(tmp_path / "hashing.lock")
+    try_once = (
+        "import sys, time; from wafaa.passwords import HostSlot; "
+        f"print(HostSlot({path!r}).acquire(time.monotonic() + 0.2))"
+    )
+
+    def other_worker() -> str:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        return subprocess.run(
+            [sys.executable, "-c", try_once], capture_output=True, text=True, check=True, cwd=root
+        ).stdout
+
+    slot = HostSlot(path)
+    assert slot.acquire(time.monotonic() + 1)
+    assert other_worker().strip() == "False"
+    assert not slot.acquire(time.monotonic() + 0.05)  # another thread of this process
+    slot.release()
+    assert other_worker().strip() == "True"
+    assert slot.acquire(time.monotonic() + 1)
+    slot.release()
+
+
 # --- 9. two owners demoting each other at the same moment ----------------------------------------
 
 

@@ -126,6 +126,31 @@ def test_authenticated_endpoints_are_limited_per_admin(make_client, factory):
         assert client.get(path).status_code == 200
 
 
+def test_the_admin_budget_in_redis_counts_down_in_its_headers_and_survives_a_script_flush(
+    make_client, factory, redis_url
+):
+    """One round trip per request (limits' acquire and read scripts, pipelined):
+    the headers count down request by request, the budget ends in a 429, and
+    scripts Redis no longer knows (a restart, SCRIPT FLUSH) are loaded again."""
+    import redis
+
+    client = make_client(RATELIMIT_STORAGE_URI=redis_url, RATELIMIT_AUTHENTICATED="4/hour")
+    world = factory.world()
+    owner = {"Authorization": f"Bearer {_login(client, world.owner.email).get_json()['access_token']}"}
+    first = client.get("/api/v1/tenants/me", headers=owner)
+    assert (first.status_code, first.headers["RateLimit-Limit"], first.headers["RateLimit-Remaining"]) == (
+        200,
+        "4",
+        "3",
+    )
+    assert 0 <= int(first.headers["RateLimit-Reset"]) <= 3600
+    assert "Retry-After" not in first.headers
+    redis.Redis.from_url(redis_url).script_flush()
+    remaining = [client.get("/api/v1/tenants/me", headers=owner).headers["RateLimit-Remaining"] for _ in range(3)]
+    assert remaining == ["2", "1", "0"]
+    _assert_limited(client.get("/api/v1/tenants/me", headers=owner))
+
+
 def test_repeated_failures_throttle_that_source_and_the_throttle_looks_like_a_wrong_password(
     make_client, factory, raw_db
 ):

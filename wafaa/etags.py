@@ -46,6 +46,8 @@ def if_match(schema: Schema) -> Callable[[object], None]:
 
 def tagged(schema: Schema, obj, status: int = 200, headers: dict | None = None):
     """A view's answer with the representation's ETag. Pending changes are
-    flushed first, so that columns the database sets (updated_at) are in it."""
-    db.session.flush()
+    flushed first, so that columns the database sets (updated_at) are in it (a
+    request that never opened the ORM session has none, and opens none here)."""
+    if db.session.registry.has():
+        db.session.flush()
     return obj, status, {**(headers or {}), "ETag": etag_of(schema, obj)}

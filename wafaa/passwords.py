@@ -7,6 +7,7 @@ emails have accounts.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import threading
@@ -59,13 +60,21 @@ class HashingGate:
     most `logins` logins are in progress (hashing, or waiting to); one more is
     refused at once. Either refusal is a 503 with Retry-After (wafaa.errors.Busy).
     Every login, whatever its email, passes the same gates: waiting tells nothing.
+
+    Under a flood of failed logins (wafaa.ratelimit.check_login_failure_budget) a
+    login's check also takes the host's one slot (`host`, HostSlot), shared by the
+    workers: one core hashes, and the others are the API's. Busy cores at the
+    lowest priority still cost the API's tail: on the 2-core reference machine
+    two idle-class busy loops raised an idle request's p99 2.8x, one loop 2.1x
+    (docs/performance.md).
     """
 
-    def __init__(self, slots: int, logins: int, wait: float) -> None:
+    def __init__(self, slots: int, logins: int, wait: float, host: HostSlot) -> None:
         self._slots = threading.BoundedSemaphore(slots)
         self._logins = threading.BoundedSemaphore(logins)
         self._wait = wait
         self._held = threading.local()
+        self._host = host
 
     @contextmanager
     def login(self) -> Iterator[None]:
@@ -86,26 +95,78 @@ class HashingGate:
         return self._wait * random.uniform(0.5, 1.5)
 
     @contextmanager
-    def slot(self) -> Iterator[None]:
-        """A hashing slot for this thread, for as long as the block runs. A login
-        takes it before anything else (before its database round trips), so that a
-        login that must wait costs nothing but the wait."""
+    def slot(self, host_wide: bool = False) -> Iterator[None]:
+        """A hashing slot for this thread, for as long as the block runs, and with
+        `host_wide` the host's one slot too, within the same wait. A login takes it
+        before anything else (before its database round trips), so that a login
+        that must wait costs nothing but the wait."""
         if getattr(self._held, "slot", False):  # this thread has one already
             yield
             return
-        if not self._slots.acquire(timeout=self._jittered_wait()):
+        deadline = time.monotonic() + self._jittered_wait()
+        if not self._slots.acquire(timeout=deadline - time.monotonic()):
             raise Busy()
-        self._held.slot = True
+        on_host = False
         try:
+            if host_wide:
+                on_host = self._host.acquire(deadline)
+                if not on_host:
+                    raise Busy()
+            self._held.slot = True
             yield
         finally:
             self._held.slot = False
+            if on_host:
+                self._host.release()
             self._slots.release()
 
     def run(self, function: Callable[..., bytes], *args: bytes) -> bytes:
         """`function(*args)` in a hashing slot, on a low-priority thread."""
         with self.slot():
             return _hashing_threads().submit(function, *args).result()
+
+
+class HostSlot:
+    """One holder at a time among the processes that open the same file (the
+    workers of one gunicorn instance), by an exclusive flock on it, and among this
+    process's threads, by a lock (threads share their process's flock). Without a
+    file, this process alone."""
+
+    POLL_SECONDS = 0.01  # flock cannot wait with a timeout; a held login polls
+
+    def __init__(self, path: str | None) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._file: tuple[int, int] | None = None
+
+    def acquire(self, deadline: float) -> bool:
+        """True once held; False at `deadline` (time.monotonic())."""
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return False
+        if self._path is None:
+            return True
+        descriptor = self._descriptor()
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self._lock.release()
+                    return False
+                time.sleep(self.POLL_SECONDS)
+
+    def release(self) -> None:
+        if self._path is not None:
+            fcntl.flock(self._descriptor(), fcntl.LOCK_UN)
+        self._lock.release()
+
+    def _descriptor(self) -> int:
+        # Opened by each process itself: a descriptor inherited across fork would
+        # share its flock with the parent's.
+        if self._file is None or self._file[0] != os.getpid():
+            self._file = (os.getpid(), os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        return self._file[1]
 
 
 # Where Linux's idle scheduling class is missing: bcrypt niced this much below the
@@ -152,6 +213,7 @@ def init_app(app: Flask) -> None:
         app.config["PASSWORD_HASH_CONCURRENCY"],
         app.config["LOGIN_CONCURRENCY"],
         app.config["PASSWORD_HASH_WAIT_MS"] / 1000,
+        HostSlot(app.config["PASSWORD_HASH_LOCK_FILE"]),
     )
 
 

@@ -1,5 +1,6 @@
-"""Rate limits (flask-limiter): login per client IP and per account, refresh per IP,
-every authenticated endpoint per admin. All of the service's limits are here.
+"""Rate limits: login per client IP and per account, refresh per IP (flask-limiter's
+route limits), and every other authenticated endpoint per admin (the admin budget,
+below). All of the service's limits are here.
 
 Counters live in RATELIMIT_STORAGE_URI: `memory://` for one process, Redis
 wherever more than one worker or host serves. If the storage cannot be reached
@@ -14,14 +15,18 @@ limits are applied to the registered views here, not with decorators at import.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import time
 from collections.abc import Callable
 
 from flask import Flask, Response, current_app, g, request
-from flask_limiter import ApplicationLimit, Limiter
-from limits import parse_many
+from flask_limiter import Limiter
+from limits import RateLimitItem, parse_many
+from limits.storage import RedisStorage
+from limits.strategies import SlidingWindowCounterRateLimiter, WindowStats
+from redis.exceptions import NoScriptError
 
 from wafaa import audit
 from wafaa.errors import TooManyRequests
@@ -34,12 +39,6 @@ def client_ip() -> str:
     TRUSTED_PROXY_COUNT > 0 (ProxyFix in create_app): a spoofed header cannot buy
     a fresh bucket."""
     return audit.client_source()
-
-
-def admin_key() -> str:
-    identity = g.get("identity")
-    # flask-limiter builds the key before it asks whether the limit is exempt.
-    return f"admin:{identity.admin.id}" if identity is not None else f"anonymous:{client_ip()}"
 
 
 def login_account_key() -> str:
@@ -69,19 +68,30 @@ def _failure_limits() -> list:
     return parse_many(current_app.config["RATELIMIT_LOGIN_FAILURES"])
 
 
-def check_login_failure_budget() -> None:
+# A service that has seen this share of its failed-login budget in the window is
+# under a login flood: its password checks then take turns across the host
+# (wafaa.passwords.HashingGate), leaving the other cores to the API.
+FLOOD_SHARE = 0.1
+
+
+def check_login_failure_budget() -> bool:
     """429 before any password work once the service has seen its budget of
-    failed logins for the window."""
+    failed logins for the window; otherwise whether it is under a login flood
+    (FLOOD_SHARE of a budget spent)."""
     if not current_app.config["RATELIMIT_ENABLED"]:
-        return
+        return False
     strategy = current_limiter().limiter
+    flooded = False
     for item in _failure_limits():
-        if not strategy.test(item, *_FAILURES_KEY):
-            reset = strategy.get_window_stats(item, *_FAILURES_KEY).reset_time
+        # One read of the window (what strategy.test reads), for both answers.
+        reset, remaining = strategy.get_window_stats(item, *_FAILURES_KEY)
+        if remaining < 1:
             raise TooManyRequests(
                 "Too many failed logins on this service just now. Retry later.",
                 retry_after=int(reset - time.time()) + 1,
             )
+        flooded = flooded or item.amount - remaining >= max(1, item.amount * FLOOD_SHARE)
+    return flooded
 
 
 def count_login_failure() -> None:
@@ -137,6 +147,109 @@ def storage_check() -> dict | None:
     return {"status": "ok" if healthy else "unavailable"}
 
 
+# --- The admin budget ------------------------------------------------------------
+#
+# Every authenticated request without a route limit of its own spends one unit of
+# its admin's budget (RATELIMIT_AUTHENTICATED), in the limiter's storage and with its
+# strategy (sliding window counter), so all workers and hosts share it. Not through
+# flask-limiter: its per-request machinery (resolving, filtering and sorting the
+# limits, then reading the window a second time for the headers) cost about 0.6 ms
+# of CPU and two Redis round trips per request (docs/performance.md); this is one
+# round trip, running limits' own two scripts in one pipeline.
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed(limits: str) -> tuple[RateLimitItem, ...]:
+    return tuple(parse_many(limits))
+
+
+class _WindowRead(SlidingWindowCounterRateLimiter):
+    """The strategy's arithmetic (limits' own `get_window_stats`, not a copy of it)
+    over a sliding window already read: it is its own storage."""
+
+    def __init__(self, window: tuple[int, float, int, float]) -> None:
+        self.storage = self
+        self.window = window
+
+    def get_sliding_window(self, key: str, expiry: int) -> tuple[int, float, int, float]:
+        return self.window
+
+
+def hit_with_stats(
+    strategy: SlidingWindowCounterRateLimiter, item: RateLimitItem, *identifiers: str
+) -> tuple[bool, WindowStats]:
+    """Spend one unit of `item` and read the window after it: one round trip on
+    Redis (limits' acquire and read scripts, pipelined), none in memory."""
+    storage = strategy.storage
+    if not isinstance(storage, RedisStorage):
+        return strategy.hit(item, *identifiers), strategy.get_window_stats(item, *identifiers)
+    key = item.key_for(*identifiers)
+    keys = [
+        storage.prefixed_key(storage._previous_window_key(key)),
+        storage.prefixed_key(storage._current_window_key(key)),
+    ]
+    expiry = item.get_expiry()
+    for attempt in (1, 2):
+        # evalsha by hand: a script run through a pipeline would add a SCRIPT
+        # EXISTS round trip to every execute.
+        pipe = storage.get_connection().pipeline(transaction=False)
+        pipe.evalsha(storage.lua_acquire_sliding_window.sha, 2, *keys, item.amount, expiry, 1)
+        pipe.evalsha(storage.lua_sliding_window.sha, 2, *keys, expiry)
+        try:
+            acquired, window = pipe.execute()
+            break
+        except NoScriptError:  # Redis restarted or flushed its scripts
+            if attempt == 2:
+                raise
+            for script in (storage.lua_acquire_sliding_window, storage.lua_sliding_window):
+                script.sha = storage.get_connection().script_load(script.script)
+    # As RedisStorage.get_sliding_window converts the script's answer.
+    previous_count, previous_ttl, current_count, current_ttl = window or (0, 0, 0, 0)
+    read = (
+        int(previous_count or 0),
+        max(0, float(previous_ttl or 0)) / 1000,
+        int(current_count or 0),
+        max(0, float(current_ttl or 0)) / 1000,
+    )
+    return bool(acquired), _WindowRead(read).get_window_stats(item, *identifiers)
+
+
+def spend_admin_budget() -> None:
+    """before_request, after authentication: 429 once the caller's admin has spent
+    the budget; the RateLimit-* headers of the tightest limit either way."""
+    identity = g.get("identity")
+    if identity is None or not current_app.config["RATELIMIT_ENABLED"]:
+        return
+    if _unlimited() or request.endpoint in ROUTE_LIMITS:  # a route limit speaks for itself
+        return
+    strategy = current_limiter().limiter
+    headers, breached = None, False
+    for item in _parsed(current_app.config["RATELIMIT_AUTHENTICATED"]):
+        acquired, (reset_at, remaining) = hit_with_stats(strategy, item, "wafaa", f"admin:{identity.admin.id}")
+        if headers is None or remaining < headers[1] or not acquired:
+            headers = (item.amount, remaining, reset_at)
+        if not acquired:
+            breached = True
+            break
+    if headers is None:
+        return
+    amount, remaining, reset_at = headers
+    reset_in = max(0, int(reset_at - time.time()) + 1)
+    g.admin_budget_headers = {
+        "RateLimit-Limit": str(amount),
+        "RateLimit-Remaining": str(0 if breached else remaining),
+        "RateLimit-Reset": str(reset_in),
+    }
+    if breached:
+        raise TooManyRequests(retry_after=reset_in)
+
+
+def _admin_budget_headers(response: Response) -> Response:
+    for name, value in (g.get("admin_budget_headers") or {}).items():
+        response.headers[name] = value
+    return response
+
+
 def _reset_in_seconds(response: Response) -> Response:
     """flask-limiter sends `RateLimit-Reset` as a Unix time; the IETF draft, and
     the clients that follow it, read seconds until the window resets (a Unix time
@@ -166,16 +279,14 @@ def init_app(app: Flask) -> None:
         # Fail fast: a limiter that hangs on Redis would hang every request.
         app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 1, "socket_timeout": 1})
 
-    limiter = Limiter(
-        key_func=client_ip,
-        # Every authenticated request counts against its admin, one budget across
-        # all endpoints; anonymous endpoints have the route limits below, or none.
-        application_limits=[ApplicationLimit(_setting("RATELIMIT_AUTHENTICATED"), key_function=admin_key)],
-        application_limits_exempt_when=lambda: g.get("identity") is None,
-        key_prefix="wafaa",
-    )
+    # The route limits only; the admin budget is spent in its own hook, after
+    # authentication (registered after security's).
+    limiter = Limiter(key_func=client_ip, key_prefix="wafaa")
     limiter.request_filter(_unlimited)
+    limiter.request_filter(lambda: request.endpoint not in ROUTE_LIMITS)
     limiter.init_app(app)
+    app.before_request(spend_admin_budget)
+    app.after_request(_admin_budget_headers)
     for endpoint, limits in ROUTE_LIMITS.items():
         view = app.view_functions[endpoint]
         for setting, key, scope in limits:

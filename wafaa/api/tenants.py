@@ -29,6 +29,11 @@ IF_MATCH_PARAMETER = {
     "schema": {"type": "string"},
 }
 
+# Schemas for the ETags: built once (a schema instance is only read when dumping,
+# and building one deep-copies its fields: 5 % of a GET /tenants/me).
+TENANT = TenantSchema()
+ADMIN = AdminSchema()
+
 blp = Blueprint(
     "tenants", __name__, url_prefix="/api/v1/tenants/me", description="Your tenant, its admins and audit log"
 )
@@ -45,7 +50,7 @@ class CurrentTenant(MethodView):
         With an `ETag`: send it back as `If-Match` on PATCH so that a change made
         meanwhile by someone else is not overwritten (412 instead).
         """
-        return tagged(TenantSchema(), current_identity().tenant)
+        return tagged(TENANT, current_identity().tenant)
 
     @blp.authenticated
     @blp.managers_only
@@ -63,7 +68,7 @@ class CurrentTenant(MethodView):
         (412 otherwise).
         """
         identity = current_identity()
-        return tagged(TenantSchema(), update_tenant(identity.tenant, changes, if_match(TenantSchema())))
+        return tagged(TENANT, update_tenant(identity.tenant, changes, if_match(TENANT)))
 
 
 @blp.route("/admins")
@@ -110,7 +115,7 @@ class AdminById(MethodView):
         With an `ETag`: send it back as `If-Match` on PATCH or deactivate. An
         admin of another tenant is 404, like one that does not exist.
         """
-        return tagged(AdminSchema(), get_or_404(TenantAdmin, admin_id))
+        return tagged(ADMIN, get_or_404(TenantAdmin, admin_id))
 
     @blp.authenticated
     @blp.managers_only
@@ -128,7 +133,7 @@ class AdminById(MethodView):
         still as that tag says (412 otherwise).
         """
         actor = current_identity().admin
-        return tagged(AdminSchema(), admins.update_admin(actor, admin_id, changes, if_match(AdminSchema())))
+        return tagged(ADMIN, admins.update_admin(actor, admin_id, changes, if_match(ADMIN)))
 
 
 # Deactivation is a POST of its own, not DELETE: the admin is kept (the audit log
@@ -150,7 +155,7 @@ class AdminDeactivation(MethodView):
         admin changes nothing. `If-Match` as for PATCH.
         """
         actor = current_identity().admin
-        return tagged(AdminSchema(), admins.deactivate_admin(actor, admin_id, if_match(AdminSchema())))
+        return tagged(ADMIN, admins.deactivate_admin(actor, admin_id, if_match(ADMIN)))
 
 
 @blp.route("/audit-logs")

@@ -70,16 +70,17 @@ def login(email: str, password: str) -> dict:
     """
     with gate().login():
         try:
-            check_login_failure_budget()
+            flooded = check_login_failure_budget()
         except TooManyRequests:
             gate().hold()
             raise
-        return _login(email, password)
+        return _login(email, password, flooded)
 
 
-def _login(email: str, password: str) -> dict:
+def _login(email: str, password: str, flooded: bool) -> dict:
     rounds = current_app.config["BCRYPT_ROUNDS"]
-    with gate().slot():
+    # Under a flood of failed logins, one password check at a time on this host.
+    with gate().slot(host_wide=flooded):
         email = normalize_email(email)
         # An unknown email gets a salt too, shaped like a real one.
         (salt,) = call_hot_path("wafaa_login_salt", email, rounds)
