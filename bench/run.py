@@ -341,6 +341,23 @@ PAGES = (
 )
 
 
+def floor_servers(floor_env: dict[str, str], cores: int) -> dict[str, Server]:
+    return {
+        "sync": Server("bench.floor_app:app", floor_env, ("-k", "sync", "-w", str(cores), "--log-level", "warning")),
+        "gthread": Server("bench.floor_app:app", floor_env),
+    }
+
+
+def compare_pages(service: Server, floors: dict[str, Server], path: str, access: str) -> dict:
+    """The service and each floor layout taking turns on `path`, WRK_ROUNDS times."""
+    rounds = [
+        {"service": wrk(service.url, path, access)}
+        | {layout: wrk(floor.url, path, access) for layout, floor in floors.items()}
+        for _ in range(WRK_ROUNDS)
+    ]
+    return compare_with_floor(rounds)
+
+
 def compare_with_floor(rounds: list[dict]) -> dict:
     """The service against the floor's best layout: the highest median
     throughput, and separately the lowest median p99. Each ratio is the median
@@ -406,9 +423,18 @@ def main() -> int:
     service = Server("wsgi:app", env)
     floors: dict[str, Server] = {}
     try:
-        if os.environ.get("BENCH_ONLY") == "flood":  # a quick lane for working on the login gate
+        only = os.environ.get("BENCH_ONLY")
+        if only == "flood":  # a quick lane for working on the login gate
             fl = flood(service.url, login(service.url, "owner@acme.example.com")[1]["access_token"])
             print(json.dumps(fl, indent=1))
+            return 0
+        if only == "pages":  # a quick lane for working on the request path
+            floors = floor_servers(floor_env, cores)
+            access = login(service.url, "owner@acme.example.com")[1]["access_token"]
+            pages = {key: compare_pages(service, floors, path, access) for path, key in PAGES}
+            for key, page in pages.items():
+                print(key, json.dumps({k: v for k, v in page.items() if k != "rounds"}))
+            print("worker_rss_mb", service.worker_rss_mb())
             return 0
         # Sequential logins, after one warm-up per worker, each beside one bcrypt
         # check timed here: the machine's speed drifts, and the two move together.
@@ -455,19 +481,9 @@ def main() -> int:
         # The floor in each worker layout, its best per figure: a floor is only
         # a floor at its best (sync workers, one request per process at a time,
         # are the fastest here for one query per request).
-        floors = {
-            "sync": Server(
-                "bench.floor_app:app", floor_env, ("-k", "sync", "-w", str(cores), "--log-level", "warning")
-            ),
-            "gthread": Server("bench.floor_app:app", floor_env),
-        }
+        floors = floor_servers(floor_env, cores)
         for path, key in PAGES:
-            rounds = [
-                {"service": wrk(service.url, path, access)}
-                | {layout: wrk(floor.url, path, access) for layout, floor in floors.items()}
-                for _ in range(WRK_ROUNDS)
-            ]
-            results[key] = compare_with_floor(rounds)
+            results[key] = compare_pages(service, floors, path, access)
         results["worker_rss_mb"] = service.worker_rss_mb()
     finally:
         service.stop()

@@ -15,17 +15,26 @@ import hashlib
 import json
 from collections.abc import Callable
 
-from flask import request
+from flask import Response, request
 from marshmallow import Schema
 
 from wafaa.errors import PreconditionFailed
 from wafaa.extensions import db
 
 
+def _representation(schema: Schema, obj) -> str:
+    """The JSON the API returns for `obj`, in one canonical form (sorted keys, no
+    spaces), which its tag is the digest of."""
+    return json.dumps(schema.dump(obj), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _tag(representation: str) -> str:
+    return '"' + hashlib.sha256(representation.encode()).hexdigest()[:32] + '"'
+
+
 def etag_of(schema: Schema, obj) -> str:
     """A strong tag: the digest of the representation as the API returns it."""
-    body = json.dumps(schema.dump(obj), sort_keys=True, separators=(",", ":"), default=str)
-    return '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
+    return _tag(_representation(schema, obj))
 
 
 def if_match(schema: Schema) -> Callable[[object], None]:
@@ -44,10 +53,13 @@ def if_match(schema: Schema) -> Callable[[object], None]:
     return check
 
 
-def tagged(schema: Schema, obj, status: int = 200, headers: dict | None = None):
-    """A view's answer with the representation's ETag. Pending changes are
-    flushed first, so that columns the database sets (updated_at) are in it (a
-    request that never opened the ORM session has none, and opens none here)."""
+def tagged(schema: Schema, obj, status: int = 200, headers: dict | None = None) -> Response:
+    """A view's answer with the representation's ETag: the body is the tagged
+    representation itself, dumped once (flask-smorest passes a response through).
+    Pending changes are flushed first, so that columns the database sets
+    (updated_at) are in it (a request that never opened the ORM session has
+    none, and opens none here)."""
     if db.session.registry.has():
         db.session.flush()
-    return obj, status, {**(headers or {}), "ETag": etag_of(schema, obj)}
+    body = _representation(schema, obj)
+    return Response(body + "\n", status, {**(headers or {}), "ETag": _tag(body)}, mimetype="application/json")

@@ -5,6 +5,7 @@ theirs (Flask runs after_request hooks in reverse order of registration).
 """
 
 from flask import Flask, Response, current_app, g, request
+from flask.sessions import SessionInterface
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
 from wafaa.errors import ApiError, ServiceUnavailable
@@ -125,7 +126,20 @@ def finish_headers(response: Response) -> Response:
     return response
 
 
+class NoCookieSessions(SessionInterface):
+    """The API authenticates with bearer tokens and keeps no cookie session: none
+    is read or signed per request (Flask's default opens one for every request),
+    and `flask.session` is Flask's read-only null session."""
+
+    def open_session(self, app: Flask, request) -> None:
+        return None
+
+    def save_session(self, app: Flask, session, response: Response) -> None:
+        return None
+
+
 def init_app(app: Flask) -> None:
+    app.session_interface = NoCookieSessions()
     app.before_request(check_head)
     app.before_request(check_body)
     app.after_request(finish_headers)

@@ -281,10 +281,14 @@ def init_app(app: Flask) -> None:
 
     # The route limits only; the admin budget is spent in its own hook, after
     # authentication (registered after security's).
+    # flask-limiter for the route limits only. They are checked when their
+    # wrapped views (below) are called; its before-request check serves default
+    # and application limits, of which there are none (the admin budget has its
+    # own hook), so it goes, and the other requests do not pay for it.
     limiter = Limiter(key_func=client_ip, key_prefix="wafaa")
     limiter.request_filter(_unlimited)
-    limiter.request_filter(lambda: request.endpoint not in ROUTE_LIMITS)
     limiter.init_app(app)
+    app.before_request_funcs[None].remove(limiter._check_request_limit)
     app.before_request(spend_admin_budget)
     app.after_request(_admin_budget_headers)
     for endpoint, limits in ROUTE_LIMITS.items():
