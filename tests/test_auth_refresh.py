@@ -161,6 +161,16 @@ def test_refresh_token_in_body_works_without_any_authorization_header(client, fa
     assert second.status_code == 200
 
 
+@pytest.mark.parametrize("header", ["Bearer not-a-token", "Basic Zm9vOmJhcg==", "garbage"])
+def test_with_an_authorization_header_the_body_token_is_not_read(client, factory, header):
+    """One method per request (RFC 6750, 2): a request that sends an Authorization
+    header is judged by it alone, even with a valid refresh token in its body."""
+    tokens = login(client, factory.admin(factory.tenant()))
+    response = client.post(REFRESH, headers={"Authorization": header}, json={"refresh_token": tokens["refresh_token"]})
+    assert response.status_code == 401
+    assert error_of(response)["code"] in ("token_invalid", "token_missing")
+
+
 def test_refresh_slides_the_session_expiry(app, client, factory, raw_db):
     admin = factory.admin(factory.tenant())
     tokens = login(client, admin)

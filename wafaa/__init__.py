@@ -76,7 +76,8 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
             "type": "http",
             "scheme": "bearer",
             "bearerFormat": "JWT",
-            "description": "The refresh token (POST /api/v1/auth/refresh only), in the header or the body",
+            "description": "The refresh token (POST /api/v1/auth/refresh only), in the header, or in the body "
+            "when the request sends no Authorization header",
         },
     )
     # The same access token, got by logging in: Swagger UI's Authorize dialog

@@ -216,7 +216,10 @@ def authenticate_request() -> None:
     token = body.get("refresh_token") if isinstance(body, dict) else None
     if isinstance(token, str) and not is_storable_text(token):
         raise Unauthorized(code="token_invalid")
-    verify_jwt_in_request(refresh=True, locations=["headers", "json"] if isinstance(body, dict) else ["headers"])
+    # One method per request (RFC 6750, 2): with an Authorization header, it is the
+    # credential, whatever it holds; the body's token only counts without one.
+    from_body = isinstance(body, dict) and "Authorization" not in request.headers
+    verify_jwt_in_request(refresh=True, locations=["json"] if from_body else ["headers"])
 
 
 def _authenticate_access_token() -> None:

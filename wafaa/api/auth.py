@@ -76,7 +76,8 @@ class Refresh(MethodView):
         """Exchange a refresh token for new tokens
 
         Send the refresh token as `Authorization: Bearer <refresh token>` or as
-        `{"refresh_token": ...}`. The refresh token is rotated: the one sent stops
+        `{"refresh_token": ...}`, not both: with an Authorization header the body's
+        token is not read. The refresh token is rotated: the one sent stops
         working. Within a short grace window after a rotation (two tabs refreshing
         at once), the old refresh token gets an access token only, and no refresh
         token; after it, replaying a rotated refresh token revokes the whole
