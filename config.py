@@ -323,6 +323,7 @@ class Config:
     DEFAULT_LOGIN_FAILURES_LIMIT = "300/minute"
     # None: from the CPUs and gunicorn's settings (default_hash_slots, threads).
     DEFAULT_HASH_SLOTS: int | None = None
+    DEFAULT_ACTIVE_REQUESTS = 2
     DEFAULT_LOGIN_CONCURRENCY: int | None = None
     DEFAULT_RATE_LIMITS = {
         "RATELIMIT_LOGIN_PER_IP": "20/minute;200/hour",
@@ -502,6 +503,12 @@ class Config:
         # processes that share this file: gunicorn.conf.py names one per instance
         # (wafaa.passwords.HostSlot). Unset: this process alone.
         self.PASSWORD_HASH_LOCK_FILE = env_str("PASSWORD_HASH_LOCK_FILE")
+        # Requests of a worker whose Python runs at once; the rest wait their turn
+        # asleep, so that gunicorn's many threads do not fight over the GIL
+        # (wafaa.admission, docs/performance.md).
+        self.ACTIVE_REQUESTS_PER_WORKER = env_int(
+            "ACTIVE_REQUESTS_PER_WORKER", self.DEFAULT_ACTIVE_REQUESTS, minimum=1, maximum=1024
+        )
         # Every failed login answers this long after its password check, so that
         # an unknown email (nothing to write) and a known one (an audit row) take
         # the same time.
@@ -583,6 +590,9 @@ class TestConfig(Config):
     # tests of the login gate set their own, low bounds.
     DEFAULT_HASH_SLOTS = 8
     DEFAULT_LOGIN_CONCURRENCY = 64
+    # The suite's concurrency tests (row-lock waits, a saturated pool) need their
+    # requests inside the app at once; tests/test_admission.py sets its own.
+    DEFAULT_ACTIVE_REQUESTS = 64
 
     def __init__(self) -> None:
         super().__init__()

@@ -11,6 +11,7 @@ from config import Config, config_class_from_env
 def create_app(config_class: type[Config] | None = None) -> Flask:
     """Build the app: config, logging, extensions, blueprints, error handlers, CLI."""
     from wafaa import (
+        admission,
         audit,
         cli,
         db_pool,
@@ -106,6 +107,7 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
     init_ratelimit(app)  # after the blueprints and security: limits wrap views, need the identity
     docs.init_app(app)
     cli.init_app(app)
+    admission.init_app(app)  # last: the outermost middleware
     return app
 
 

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 import bcrypt
 from flask import Flask, current_app
 
+from wafaa.admission import stepped_out
 from wafaa.errors import Busy
 
 MIN_PASSWORD_LENGTH = 12
@@ -89,7 +90,8 @@ class HashingGate:
         """Wait as long as a login that gets no slot does, for a login refused for
         another reason (the service-wide failure budget): a flood's refusals must
         not come back faster than its waits."""
-        time.sleep(self._jittered_wait())
+        with stepped_out():
+            time.sleep(self._jittered_wait())
 
     def _jittered_wait(self) -> float:
         return self._wait * random.uniform(0.5, 1.5)
@@ -104,12 +106,15 @@ class HashingGate:
             yield
             return
         deadline = time.monotonic() + self._jittered_wait()
-        if not self._slots.acquire(timeout=deadline - time.monotonic()):
+        with stepped_out():
+            got_slot = self._slots.acquire(timeout=deadline - time.monotonic())
+        if not got_slot:
             raise Busy()
         on_host = False
         try:
             if host_wide:
-                on_host = self._host.acquire(deadline)
+                with stepped_out():
+                    on_host = self._host.acquire(deadline)
                 if not on_host:
                     raise Busy()
             self._held.slot = True
@@ -123,7 +128,9 @@ class HashingGate:
     def run(self, function: Callable[..., bytes], *args: bytes) -> bytes:
         """`function(*args)` in a hashing slot, on a low-priority thread."""
         with self.slot():
-            return _hashing_threads().submit(function, *args).result()
+            future = _hashing_threads().submit(function, *args)
+            with stepped_out():
+                return future.result()
 
 
 class HostSlot:
