@@ -4,6 +4,7 @@ Python (a hashing slot, the password check) leave the turn to the API."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -111,3 +112,13 @@ def test_a_slow_upload_does_not_hold_the_workers_one_turn():
             time.sleep(0.3)  # the worker's thread is now reading the body
             for _ in range(3):
                 assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
+
+
+def test_the_access_line_counts_the_wait_for_a_turn(make_app, factory, superuser_url, capsys):
+    """The duration logged is the client's: from arrival, the wait included."""
+    read, release = _blocked_change(make_app, factory, superuser_url, active="1")
+    time.sleep(0.5)
+    assert release() == (200, 200)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"wafaa.access"' in line]
+    (get,) = [line for line in lines if line["method"] == "GET"]
+    assert get["duration_ms"] >= 500

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -27,6 +28,12 @@ from contextlib import contextmanager
 from flask import Flask
 
 _held = threading.local()  # the admission this thread holds, if any
+RECEIVED_AT = "wafaa.received_at"  # environ key: time.perf_counter() on arrival
+
+
+def received_at(environ: dict) -> float:
+    """When the request arrived at the app's door (before its body and its turn)."""
+    return environ.get(RECEIVED_AT) or time.perf_counter()
 
 
 class FairSlots:
@@ -67,6 +74,9 @@ class Admission:
         self._max_body = max_body
 
     def __call__(self, environ: dict, start_response) -> Iterable[bytes]:
+        # The access line's and the latency metric's clock start here, so that
+        # the wait for a turn counts as the client sees it.
+        environ[RECEIVED_AT] = time.perf_counter()
         self._buffer_body(environ)
         self._acquire()
         try:

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 
 from flask import Flask, Response, g, has_request_context, request
 
+from wafaa.admission import received_at
+
 # A client-supplied request id is kept only if it is short and plain, so it is
 # safe to echo in a header and a log line.
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{7,127}$")
@@ -132,7 +134,7 @@ access_log = logging.getLogger("wafaa.access")
 
 
 def _start_request() -> None:
-    g.request_started = time.perf_counter()
+    g.request_started = received_at(request.environ)  # its wait for a turn included
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
     g.request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
 

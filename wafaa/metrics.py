@@ -42,6 +42,7 @@ from prometheus_client import (
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from wafaa.admission import received_at
 from wafaa.errors import NotFound
 from wafaa.models import AuditLog
 from wafaa.security import PUBLIC, requires
@@ -101,7 +102,7 @@ def metrics_view() -> Response:
 
 
 def _start() -> None:
-    g.metrics_started = time.perf_counter()
+    g.metrics_started = received_at(request.environ)  # its wait for a turn included
 
 
 def _finish(response: Response) -> Response:
