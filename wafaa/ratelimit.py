@@ -279,8 +279,6 @@ def init_app(app: Flask) -> None:
         # Fail fast: a limiter that hangs on Redis would hang every request.
         app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 1, "socket_timeout": 1})
 
-    # The route limits only; the admin budget is spent in its own hook, after
-    # authentication (registered after security's).
     # flask-limiter for the route limits only. They are checked when their
     # wrapped views (below) are called; its before-request check serves default
     # and application limits, of which there are none (the admin budget has its
@@ -289,7 +287,7 @@ def init_app(app: Flask) -> None:
     limiter.request_filter(_unlimited)
     limiter.init_app(app)
     app.before_request_funcs[None].remove(limiter._check_request_limit)
-    app.before_request(spend_admin_budget)
+    app.before_request(spend_admin_budget)  # after security's hook: it needs the identity
     app.after_request(_admin_budget_headers)
     for endpoint, limits in ROUTE_LIMITS.items():
         view = app.view_functions[endpoint]
