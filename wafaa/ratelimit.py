@@ -64,8 +64,14 @@ def login_account_key() -> str:
 _FAILURES_KEY = ("wafaa", "login-failures")
 
 
-def _failure_limits() -> list:
-    return parse_many(current_app.config["RATELIMIT_LOGIN_FAILURES"])
+@functools.lru_cache(maxsize=16)
+def _parsed(limits: str) -> tuple[RateLimitItem, ...]:
+    """A limits string (a setting's value), parsed once per value."""
+    return tuple(parse_many(limits))
+
+
+def _failure_limits() -> tuple[RateLimitItem, ...]:
+    return _parsed(current_app.config["RATELIMIT_LOGIN_FAILURES"])
 
 
 # A service that has seen this share of its failed-login budget in the window is
@@ -156,11 +162,6 @@ def storage_check() -> dict | None:
 # limits, then reading the window a second time for the headers) cost about 0.6 ms
 # of CPU and two Redis round trips per request (docs/performance.md); this is one
 # round trip, running limits' own two scripts in one pipeline.
-
-
-@functools.lru_cache(maxsize=16)
-def _parsed(limits: str) -> tuple[RateLimitItem, ...]:
-    return tuple(parse_many(limits))
 
 
 class _WindowRead(SlidingWindowCounterRateLimiter):
