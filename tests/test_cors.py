@@ -89,6 +89,15 @@ def test_allowed_origin_is_echoed_on_error_responses_too(cors_client):
     assert response.headers["Access-Control-Allow-Origin"] == ALLOWED[0]
 
 
+def test_a_request_without_origin_gets_no_cors_headers_but_vary_origin(cors_client):
+    # Not a browser's cross-origin request: nothing to allow. (flask-cors' default
+    # would list every allowed origin, one Access-Control-Allow-Origin each.)
+    response = cors_client.get("/api/v1/system/info")
+    assert response.status_code == 200
+    assert not [name for name in response.headers.keys() if name.lower().startswith("access-control-")]
+    assert "origin" in vary(response)  # a cache must still keep the answers apart
+
+
 @pytest.mark.parametrize("origin", REFUSED)
 def test_other_origins_get_no_allow_origin_on_a_simple_request(cors_client, origin):
     response = cors_client.get("/api/v1/system/info", headers={"Origin": origin})

@@ -58,6 +58,10 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
         app,
         origins=app.config["CORS_ORIGINS"],
         supports_credentials=False,
+        # CORS headers only answer a request that names its Origin (a browser's):
+        # flask-cors would otherwise send every allowed origin to every client,
+        # one Access-Control-Allow-Origin header each, which no browser accepts.
+        always_send=False,
         expose_headers=[
             "X-Request-ID",
             "Location",  # of what a 201 created

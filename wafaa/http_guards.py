@@ -105,24 +105,38 @@ def check_body() -> None:
         )
 
 
+# Every response's security headers, unless a view chose its own.
+_DEFAULT_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+)
+# Responses of the API carry tokens and tenant data: never cache them.
+_API_HEADERS = (*_DEFAULT_HEADERS, ("Cache-Control", "no-store"))
+
+
 def finish_headers(response: Response) -> Response:
-    """Runs after flask-cors and flask-limiter have added theirs."""
+    """Runs after flask-cors and flask-limiter have added theirs. Every response
+    passes here: the headers present are listed once, and the missing ones added,
+    instead of a search of the header list per header."""
+    headers = response.headers
+    present = {name.lower() for name, _ in headers.items()}
     # flask-limiter puts Retry-After (its window's reset) on every response; it
     # means something only on 429 and 503, and a 503 keeps the app's own value.
     if response.status_code == 503:
-        response.headers["Retry-After"] = g.get("retry_after") or ServiceUnavailable.headers["Retry-After"]
-    elif response.status_code != 429:
-        response.headers.pop("Retry-After", None)
+        headers["Retry-After"] = g.get("retry_after") or ServiceUnavailable.headers["Retry-After"]
+    elif response.status_code != 429 and "retry-after" in present:
+        del headers["Retry-After"]
     if current_app.config["CORS_ORIGINS"]:
         # The answer depends on the Origin header (allowed or not) even when only
         # one origin is allowed, which flask-cors does not mark: caches must know.
-        response.vary.add("Origin")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    if request.path.startswith("/api/"):
-        # Responses carry tokens and tenant data: never cache them.
-        response.headers.setdefault("Cache-Control", "no-store")
+        if "vary" in present:
+            response.vary.add("Origin")
+        else:
+            headers.add("Vary", "Origin")
+    for name, value in _API_HEADERS if request.path.startswith("/api/") else _DEFAULT_HEADERS:
+        if name.lower() not in present:
+            headers.add(name, value)
     return response
 
 
