@@ -255,6 +255,8 @@ def _reset_in_seconds(response: Response) -> Response:
     """flask-limiter sends `RateLimit-Reset` as a Unix time; the IETF draft, and
     the clients that follow it, read seconds until the window resets (a Unix time
     read as seconds is decades)."""
+    if request.endpoint not in ROUTE_LIMITS:  # the admin budget's are seconds already
+        return response
     value = response.headers.get("RateLimit-Reset", "")
     if value.isdigit() and int(value) > 1_000_000_000:  # a Unix time, not already a delay
         response.headers["RateLimit-Reset"] = str(max(0, int(value) - int(time.time())))
@@ -288,6 +290,7 @@ def init_app(app: Flask) -> None:
     limiter.request_filter(_unlimited)
     limiter.init_app(app)
     app.before_request_funcs[None].remove(limiter._check_request_limit)
+    _limiter_hooks_only_where_route_limited(app, limiter)
     app.before_request(spend_admin_budget)  # after security's hook: it needs the identity
     app.after_request(_admin_budget_headers)
     for endpoint, limits in ROUTE_LIMITS.items():
@@ -296,3 +299,28 @@ def init_app(app: Flask) -> None:
             view = limiter.shared_limit(_setting(setting), key_func=key, scope=scope)(view)
         app.view_functions[endpoint] = view
     app.extensions["wafaa_limiter"] = limiter
+
+
+def _limiter_hooks_only_where_route_limited(app: Flask, limiter: Limiter) -> None:
+    """flask-limiter's after-request hook (its headers) and teardown (its state
+    of the request) have work only where one of its limits was checked: at the
+    route-limited endpoints. Elsewhere they built and dropped an empty state on
+    every request."""
+
+    def owned(hook) -> bool:
+        return getattr(hook, "__self__", None) is limiter or (
+            isinstance(hook, functools.partial) and limiter in hook.args
+        )
+
+    def after_request(hook):
+        return lambda response: hook(response) if request.endpoint in ROUTE_LIMITS else response
+
+    def teardown(hook):
+        return lambda error=None: hook(error) if request.endpoint in ROUTE_LIMITS else None
+
+    for hooks, wrap in ((app.after_request_funcs[None], after_request), (app.teardown_request_funcs[None], teardown)):
+        found = [index for index, hook in enumerate(hooks) if owned(hook)]
+        if not found:
+            raise RuntimeError("flask-limiter's hooks were not found: its registration changed")
+        for index in found:
+            hooks[index] = wrap(hooks[index])
