@@ -24,6 +24,7 @@ set; anyone else gets 404, as for a route that does not exist.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import os
@@ -105,13 +106,20 @@ def _start() -> None:
     g.metrics_started = received_at(request.environ)  # its wait for a turn included
 
 
+@functools.lru_cache(maxsize=4096)
+def _series(metric, *labels: str):
+    """A labelled series, looked up once (labels() validates and locks per call)."""
+    return metric.labels(*labels)
+
+
 def _finish(response: Response) -> Response:
     endpoint = request.endpoint or "unmatched"  # a 404: one series, not one per URL
     if endpoint != "metrics":
-        REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+        method = request.method
+        _series(REQUESTS, endpoint, method, str(response.status_code)).inc()
         started = g.get("metrics_started")
         if started is not None:
-            LATENCY.labels(endpoint, request.method).observe(time.perf_counter() - started)
+            _series(LATENCY, endpoint, method).observe(time.perf_counter() - started)
         outcome = _login_outcome(response.status_code) if endpoint in LOGIN_ENDPOINTS else None
         if outcome is not None:
             LOGINS.labels(outcome).inc()
