@@ -30,11 +30,12 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
     )
     from wafaa import logging as wafaa_logging
     from wafaa.api import register as register_blueprints
+    from wafaa.app_class import WafaaFlask
     from wafaa.extensions import api, cors, db, jwt, migrate
     from wafaa.ratelimit import init_app as init_ratelimit
 
     config = (config_class or config_class_from_env())()
-    app = unit_of_work.UnitOfWorkFlask(__name__, static_folder=None)
+    app = WafaaFlask(__name__, static_folder=None)
     app.config.from_object(config)
     app.config["ENV_NAME"] = config.ENV_NAME
     # Routing never redirects: Werkzeug would answer `//api` or a trailing slash

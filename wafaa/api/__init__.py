@@ -37,7 +37,12 @@ class Blueprint(flask_smorest.Blueprint):
         """flask-smorest's arguments decorator, strict where webargs is lenient:
         a required JSON body that is absent is refused (webargs would read it as
         `{}`), and so is a query parameter given twice (webargs would keep the
-        first: `page=1&page=x` read as page 1). Both 422, as the document says."""
+        first: `page=1&page=x` read as page 1). Both 422, as the document says.
+
+        A schema class is instantiated here, once: webargs would build one (and
+        deep-copy its fields) on every request. Schemas hold no state of a load."""
+        if isinstance(schema, type):
+            schema = schema()
         parse = super().arguments(schema, location=location, required=required, **kwargs)
         if location == "query":
             return lambda view: _checked_first(_single_query_values, parse(view))
