@@ -42,7 +42,7 @@ test-plain: $(VENV)/.installed lint
 test-pgbouncer: $(VENV)/.installed
 	scripts/lane.sh pgbouncer $(LANE_TESTS)
 
-## The API tests against a Citus coordinator and two workers of the tests' own (ports 55501-55503)
+## The API tests against a Citus coordinator and two workers of the tests' own (ports 29501-29503)
 test-citus: $(VENV)/.installed
 	scripts/lane.sh citus $(CITUS_LANE_TESTS)
 

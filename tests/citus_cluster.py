@@ -9,7 +9,10 @@ through `pg_ctl` and its data directory (its postmaster.pid), never by name.
     python -m tests.citus_cluster start [--root DIR]   # creates, starts, prints the coordinator's URL
     python -m tests.citus_cluster stop [--root DIR]
 
-The ports are WAFAA_CITUS_PORTS (three, comma-separated; default 55501,55502,55503).
+The ports are WAFAA_CITUS_PORTS (three, comma-separated; default 29501,29502,29503:
+below Linux's range of ephemeral ports, 32768-60999, from which every outgoing
+connection takes its local port; a node's port inside it was taken, now and then,
+by one of the suite's own client connections, and the node could not start).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from psycopg import sql
 
 PG_BIN = Path(os.environ.get("WAFAA_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DEFAULT_ROOT = Path(os.environ.get("WAFAA_CITUS_ROOT", "/tmp/wafaa-citus"))
-DEFAULT_PORTS = os.environ.get("WAFAA_CITUS_PORTS", "55501,55502,55503")
+DEFAULT_PORTS = os.environ.get("WAFAA_CITUS_PORTS", "29501,29502,29503")
 SYSTEM_USER = "postgres"
 HOST = "127.0.0.1"
 
