@@ -255,8 +255,6 @@ def _reset_in_seconds(response: Response) -> Response:
     """flask-limiter sends `RateLimit-Reset` as a Unix time; the IETF draft, and
     the clients that follow it, read seconds until the window resets (a Unix time
     read as seconds is decades)."""
-    if request.endpoint not in ROUTE_LIMITS:  # the admin budget's are seconds already
-        return response
     value = response.headers.get("RateLimit-Reset", "")
     if value.isdigit() and int(value) > 1_000_000_000:  # a Unix time, not already a delay
         response.headers["RateLimit-Reset"] = str(max(0, int(value) - int(time.time())))
@@ -266,9 +264,6 @@ def _reset_in_seconds(response: Response) -> Response:
 def init_app(app: Flask) -> None:
     """Call after the blueprints are registered, and after authentication's
     before_request hook (per-admin limits need the identity)."""
-    # Registered before the limiter's own hook, so that it runs after it (Flask
-    # runs after_request hooks last-registered first).
-    app.after_request(_reset_in_seconds)
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     # The IETF RateLimit header fields, plus Retry-After on 429.
     app.config.setdefault("RATELIMIT_HEADER_LIMIT", "RateLimit-Limit")
@@ -302,10 +297,10 @@ def init_app(app: Flask) -> None:
 
 
 def _limiter_hooks_only_where_route_limited(app: Flask, limiter: Limiter) -> None:
-    """flask-limiter's after-request hook (its headers) and teardown (its state
-    of the request) have work only where one of its limits was checked: at the
-    route-limited endpoints. Elsewhere they built and dropped an empty state on
-    every request."""
+    """flask-limiter's after-request hook (its headers, then read as seconds:
+    `_reset_in_seconds`) and teardown (its state of the request) have work only
+    where one of its limits was checked: at the route-limited endpoints.
+    Elsewhere they built and dropped an empty state on every request."""
 
     def owned(hook) -> bool:
         return getattr(hook, "__self__", None) is limiter or (
@@ -313,7 +308,7 @@ def _limiter_hooks_only_where_route_limited(app: Flask, limiter: Limiter) -> Non
         )
 
     def after_request(hook):
-        return lambda response: hook(response) if request.endpoint in ROUTE_LIMITS else response
+        return lambda response: _reset_in_seconds(hook(response)) if request.endpoint in ROUTE_LIMITS else response
 
     def teardown(hook):
         return lambda error=None: hook(error) if request.endpoint in ROUTE_LIMITS else None
