@@ -129,9 +129,10 @@ def test_authenticated_endpoints_are_limited_per_admin(make_client, factory):
 def test_the_admin_budget_in_redis_counts_down_in_its_headers_and_survives_a_script_flush(
     make_client, factory, redis_url
 ):
-    """One round trip per request (limits' acquire and read scripts, pipelined):
-    the headers count down request by request, the budget ends in a 429, and
-    scripts Redis no longer knows (a restart, SCRIPT FLUSH) are loaded again."""
+    """One round trip per request (limits' acquire and read scripts, run as one
+    script): the headers count down request by request, the budget ends in a
+    429, limits' own strategy reads the same window, and a script Redis no
+    longer knows (a restart, SCRIPT FLUSH) is loaded again."""
     import redis
 
     client = make_client(RATELIMIT_STORAGE_URI=redis_url, RATELIMIT_AUTHENTICATED="4/hour")
@@ -149,6 +150,8 @@ def test_the_admin_budget_in_redis_counts_down_in_its_headers_and_survives_a_scr
     remaining = [client.get("/api/v1/tenants/me", headers=owner).headers["RateLimit-Remaining"] for _ in range(3)]
     assert remaining == ["2", "1", "0"]
     _assert_limited(client.get("/api/v1/tenants/me", headers=owner))
+    strategy, (item,) = client.application.extensions["wafaa_admin_budget"]
+    assert strategy.get_window_stats(item, "wafaa", f"admin:{world.owner.id}").remaining == 0
 
 
 def test_repeated_failures_throttle_that_source_and_the_throttle_looks_like_a_wrong_password(

@@ -14,6 +14,7 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
         admission,
         audit,
         cli,
+        cors,
         db_pool,
         docs,
         error_reporting,
@@ -31,7 +32,7 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
     from wafaa import logging as wafaa_logging
     from wafaa.api import register as register_blueprints
     from wafaa.app_class import WafaaFlask
-    from wafaa.extensions import api, cors, db, jwt, migrate
+    from wafaa.extensions import api, db, jwt, migrate
     from wafaa.ratelimit import init_app as init_ratelimit
 
     config = (config_class or config_class_from_env())()
@@ -55,25 +56,7 @@ def create_app(config_class: type[Config] | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(_migrations_dir()))
     jwt.init_app(app)
-    cors.init_app(
-        app,
-        origins=app.config["CORS_ORIGINS"],
-        supports_credentials=False,
-        # CORS headers only answer a request that names its Origin (a browser's):
-        # flask-cors would otherwise send every allowed origin to every client,
-        # one Access-Control-Allow-Origin header each, which no browser accepts.
-        always_send=False,
-        expose_headers=[
-            "X-Request-ID",
-            "Location",  # of what a 201 created
-            "ETag",  # for If-Match (wafaa.etags)
-            "Retry-After",
-            "RateLimit-Limit",
-            "RateLimit-Remaining",
-            "RateLimit-Reset",
-        ],
-        max_age=600,
-    )
+    cors.init_app(app)
     api.init_app(app)
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     api.spec.components.security_scheme(

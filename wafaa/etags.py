@@ -21,11 +21,14 @@ from marshmallow import Schema
 from wafaa.errors import PreconditionFailed
 from wafaa.extensions import db
 
+# The canonical form (sorted keys, no spaces); one encoder, not one per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
 
 def _representation(schema: Schema, obj) -> str:
-    """The JSON the API returns for `obj`, in one canonical form (sorted keys, no
-    spaces), which its tag is the digest of."""
-    return json.dumps(schema.dump(obj), sort_keys=True, separators=(",", ":"), default=str)
+    """The JSON the API returns for `obj`, in one canonical form, which its tag is
+    the digest of."""
+    return _CANONICAL.encode(schema.dump(obj))
 
 
 def _tag(representation: str) -> str:

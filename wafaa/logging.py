@@ -88,6 +88,10 @@ def _message_and_fields(record: logging.LogRecord) -> tuple[str, dict]:
     return message, fields
 
 
+# One encoder for every line: json.dumps with options builds a new one per call.
+_LINE_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, with the names log pipelines recognise without a
     mapping: `timestamp` (ISO 8601, UTC), `level` and `severity` (the same; the
@@ -105,7 +109,7 @@ class JsonFormatter(logging.Formatter):
             "message": message,
         }
         line.update(fields)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return _LINE_ENCODER.encode(line)
 
 
 class ConsoleFormatter(logging.Formatter):
