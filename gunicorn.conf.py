@@ -14,6 +14,7 @@ import tempfile
 from gunicorn.glogging import Logger
 
 from config import config_class_from_env, default_threads, load_environment_file, usable_cpus
+from wafaa.cpu_affinity import allowed_cpus, choose_cpu, pin_process, should_pin
 from wafaa.logging import FORMATTERS
 
 # `.env` first: everything below reads the environment.
@@ -114,6 +115,10 @@ def on_starting(server) -> None:
         sys.stderr.write(f"refusing to start: configuration: {error}\n")
         sys.exit(1)
     problems = serving_problems(config, list(server.cfg.bind), server.cfg.workers)
+    try:
+        _pinning(server)
+    except ValueError as error:
+        problems.append(str(error))
     if config_class is ProductionConfig:
         problems += [p for p in [startup_problem(config.SQLALCHEMY_DATABASE_URI)] if p]
     for problem in problems:
@@ -147,6 +152,23 @@ def _make_metrics_dir() -> None:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wafaa-metrics-", dir=_RAM_DISK)
         _metrics_dir_is_ours = True
+
+
+def _pinning(server) -> bool:
+    # The worker count as gunicorn resolved it (a command line's -w included).
+    return should_pin(os.environ.get("GUNICORN_PIN_WORKERS", ""), allowed_cpus(), usable_cpus(), server.cfg.workers)
+
+
+def pre_fork(server, worker) -> None:
+    # In the master, which knows the live workers: one per CPU (wafaa.cpu_affinity).
+    if _pinning(server):
+        taken = [other.wafaa_cpu for other in server.WORKERS.values() if hasattr(other, "wafaa_cpu")]
+        worker.wafaa_cpu = choose_cpu(allowed_cpus(), taken)
+
+
+def post_fork(server, worker) -> None:
+    if hasattr(worker, "wafaa_cpu"):
+        pin_process(worker.wafaa_cpu)
 
 
 def post_worker_init(worker) -> None:

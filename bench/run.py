@@ -342,8 +342,16 @@ PAGES = (
 
 
 def floor_servers(floor_env: dict[str, str], cores: int) -> dict[str, Server]:
+    """The floor in three worker layouts: bare sync workers; sync workers under
+    gunicorn.conf.py, which pins each worker to a CPU where the service's are
+    (wafaa.cpu_affinity); and the service's own gthread settings."""
+    conf = str(ROOT / "gunicorn.conf.py")
     return {
         "sync": Server("bench.floor_app:app", floor_env, ("-k", "sync", "-w", str(cores), "--log-level", "warning")),
+        # --threads 1: with more threads, gunicorn turns a sync worker into gthread.
+        "sync-conf": Server(
+            "bench.floor_app:app", floor_env, ("-c", conf, "-k", "sync", "--threads", "1", "-w", str(cores))
+        ),
         "gthread": Server("bench.floor_app:app", floor_env),
     }
 

@@ -20,6 +20,7 @@ import bcrypt
 from flask import Flask, current_app
 
 from wafaa.admission import stepped_out
+from wafaa.cpu_affinity import unpin_this_thread
 from wafaa.errors import Busy
 
 MIN_PASSWORD_LENGTH = 12
@@ -189,7 +190,10 @@ def _lower_priority() -> None:
     nice value only shortens the hash's turns (measured with `make bench`'s flood:
     p99 x2.4-2.8 of idle against x3-3.7 at nice 10 or 19). The hash gets whatever
     the API leaves: under 32 connections of API load, ~1 s instead of 0.25 s.
-    Lowering one's own priority needs no privilege; each thread has its own."""
+    Lowering one's own priority needs no privilege; each thread has its own.
+    Nor is it pinned to its worker's CPU (wafaa.cpu_affinity): a hash takes any
+    CPU that is free."""
+    unpin_this_thread()
     thread = threading.get_native_id()
     try:
         os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
