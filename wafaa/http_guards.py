@@ -49,13 +49,14 @@ class HeadersTooLarge(ApiError):
 
 def check_head() -> None:
     """414 for a URL, 431 for headers, beyond the app's limits."""
-    url = request.environ.get("RAW_URI") or request.full_path
+    environ = request.environ
+    url = environ.get("RAW_URI") or request.full_path
     if len(url) > MAX_URL_LENGTH:
         raise UriTooLong()
     # The header fields as the WSGI environ holds them (HTTP_<NAME>, and the two
     # CGI names), measured there: a name keeps its length as an environ key.
     count = 0
-    for key, value in request.environ.items():
+    for key, value in environ.items():
         if key[:5] == "HTTP_":
             name_length = len(key) - 5
         elif key in _CGI_HEADERS:

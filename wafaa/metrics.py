@@ -102,10 +102,6 @@ def metrics_view() -> Response:
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
-def _start() -> None:
-    g.metrics_started = received_at(request.environ)  # its wait for a turn included
-
-
 @functools.lru_cache(maxsize=4096)
 def _series(metric, *labels: str):
     """A labelled series, looked up once (labels() validates and locks per call)."""
@@ -113,13 +109,13 @@ def _series(metric, *labels: str):
 
 
 def _finish(response: Response) -> Response:
-    endpoint = request.endpoint or "unmatched"  # a 404: one series, not one per URL
+    current = request._get_current_object()  # one context lookup, not one per attribute
+    endpoint = current.endpoint or "unmatched"  # a 404: one series, not one per URL
     if endpoint != "metrics":
-        method = request.method
+        method = current.method
         _series(REQUESTS, endpoint, method, str(response.status_code)).inc()
-        started = g.get("metrics_started")
-        if started is not None:
-            _series(LATENCY, endpoint, method).observe(time.perf_counter() - started)
+        # From the request's arrival (wafaa.admission): its wait for a turn included.
+        _series(LATENCY, endpoint, method).observe(time.perf_counter() - received_at(current.environ))
         outcome = _login_outcome(response.status_code) if endpoint in LOGIN_ENDPOINTS else None
         if outcome is not None:
             LOGINS.labels(outcome).inc()
@@ -162,7 +158,6 @@ def _rolled_back_softly(session: Session, previous_transaction) -> None:
 def init_app(app: Flask) -> None:
     from wafaa.extensions import db
 
-    app.before_request(_start)
     app.after_request(_finish)
     # No token of the API: the scraper is not an admin (access: _allowed).
     app.add_url_rule("/metrics", "metrics", requires(PUBLIC)(metrics_view))

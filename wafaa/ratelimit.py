@@ -131,10 +131,11 @@ UNLIMITED_BLUEPRINTS = frozenset({"api-docs", "docs-assets"})
 
 
 def _unlimited() -> bool:
+    current = request._get_current_object()  # one context lookup, not one per attribute
     return (
-        request.endpoint is None  # no such route: a 404 (or 405) costs nothing
-        or request.endpoint in UNLIMITED_ENDPOINTS
-        or request.blueprint in UNLIMITED_BLUEPRINTS
+        current.endpoint is None  # no such route: a 404 (or 405) costs nothing
+        or current.endpoint in UNLIMITED_ENDPOINTS
+        or current.blueprint in UNLIMITED_BLUEPRINTS
     )
 
 
@@ -227,7 +228,8 @@ def hit_with_stats(
 def spend_admin_budget() -> None:
     """before_request, after authentication: 429 once the caller's admin has spent
     the budget; the RateLimit-* headers of the tightest limit either way."""
-    identity = g.get("identity")
+    context = g._get_current_object()  # one context lookup, not one per use
+    identity = context.get("identity")
     budget = current_app.extensions["wafaa_admin_budget"]
     if identity is None or budget is None:
         return
@@ -247,7 +249,7 @@ def spend_admin_budget() -> None:
         return
     amount, remaining, reset_at = headers
     reset_in = max(0, int(reset_at - time.time()) + 1)
-    g.admin_budget_headers = (
+    context.admin_budget_headers = (
         ("RateLimit-Limit", str(amount)),
         ("RateLimit-Remaining", str(0 if breached else remaining)),
         ("RateLimit-Reset", str(reset_in)),

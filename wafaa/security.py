@@ -138,15 +138,16 @@ def current_identity() -> Identity:
 
 
 def _required_auth() -> str:
-    if request.routing_exception is not None or request.method == "OPTIONS":
+    current = request._get_current_object()  # one context lookup, not one per attribute
+    if current.routing_exception is not None or current.method == "OPTIONS":
         # Let routing answer 404/405 and CORS answer preflights, token or not.
         return PUBLIC
-    if request.blueprint in PUBLIC_BLUEPRINTS:
+    if current.blueprint in PUBLIC_BLUEPRINTS:
         return PUBLIC
-    view = current_app.view_functions[request.endpoint]
+    view = current_app.view_functions[current.endpoint]
     view_class = getattr(view, "view_class", None)
     if view_class is not None:
-        method = request.method.lower()
+        method = current.method.lower()
         view = getattr(view_class, method, None) or getattr(view_class, "get", None)
     return getattr(view, _AUTH_ATTRIBUTE, ACCESS)
 
@@ -236,10 +237,12 @@ def _authenticate_access_token() -> None:
     # What verify_jwt_in_request would have left in `g`, so that the library's
     # documented API (get_jwt, get_jwt_identity, get_jwt_header) works on this
     # path too (tests/test_unit_of_work.py checks it on a repeated token).
-    g._jwt_extended_jwt = dict(claims)
-    g._jwt_extended_jwt_header = dict(jwt_header)
-    g._jwt_extended_jwt_user = {"loaded_user": None}
-    g._jwt_extended_jwt_location = "headers"
+    vars(g._get_current_object()).update(
+        _jwt_extended_jwt=dict(claims),
+        _jwt_extended_jwt_header=dict(jwt_header),
+        _jwt_extended_jwt_user={"loaded_user": None},
+        _jwt_extended_jwt_location="headers",
+    )
 
 
 def load_identity(tenant_id: uuid.UUID, session_id: uuid.UUID, admin_id: uuid.UUID) -> tuple | None:
@@ -318,8 +321,9 @@ def _is_revoked(header: Mapping, claims: Mapping) -> bool:
     if found is None:
         return True
     session, admin, tenant = found
-    g.identity = Identity(admin=admin, tenant=tenant, session=session, claims=claims)
-    g.user_id = admin.id
+    context = g._get_current_object()
+    context.identity = Identity(admin=admin, tenant=tenant, session=session, claims=claims)
+    context.user_id = admin.id
     return False
 
 

@@ -103,7 +103,7 @@ def bind_request_session(tenant_id: uuid.UUID, session_id: uuid.UUID, admin_id: 
     """Set the tenant for the rest of the current request, from its verified token;
     the database binds each of its transactions through the token's session."""
     _enter(Scope(tenant_id=tenant_id, session=(session_id, admin_id)))
-    g.tenant_id = tenant_id
+    g._get_current_object().tenant_id = tenant_id
 
 
 @contextmanager
