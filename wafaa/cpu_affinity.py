@@ -3,9 +3,9 @@
 With one worker per CPU, each worker is pinned to a CPU of its own: the kernel
 otherwise moves the workers between the cores (and onto the one a PostgreSQL
 backend or Redis was using), and each move costs the worker its warm caches. On
-the 2-core reference machine, `GET /tenants/me` under `wrk -c32` took 1.38 ms of
-worker CPU per request pinned against 1.79 ms unpinned, and served 1,188 req/s
-against 850, the same code in the same run (docs/performance.md).
+the 2-core reference machine, the same code pinned and unpinned, taking turns
+under `wrk -c32`: `GET /tenants/me` at 1,172 req/s against 968, with 1.40 ms of
+worker CPU per request against 1.59 ms (docs/performance.md).
 
 A pinned worker's password hashing is not pinned: its hashing threads take
 whichever CPU is free (at SCHED_IDLE priority, wafaa.passwords), as before, so
