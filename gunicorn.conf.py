@@ -14,6 +14,7 @@ import tempfile
 from gunicorn.glogging import Logger
 
 from config import config_class_from_env, default_threads, load_environment_file, usable_cpus
+from wafaa.balanced_worker import Balance, ConnectionBoard
 from wafaa.cpu_affinity import allowed_cpus, choose_cpu, pin_process, should_pin
 from wafaa.logging import FORMATTERS
 
@@ -46,7 +47,7 @@ if _control_socket:
 # worker use a second core during bcrypt. The CPUs are those this process may use
 # (its affinity, a container's quota), not the host's.
 workers = _int("WEB_CONCURRENCY", usable_cpus())
-worker_class = "gthread"
+worker_class = "wafaa.balanced_worker.BalancedThreadWorker"  # gthread, connections shared evenly
 threads = default_threads()  # 256 unless GUNICORN_THREADS says otherwise (config.py: why)
 
 # A request that takes 30 s is stuck: the worker is replaced. The database pool
@@ -159,16 +160,27 @@ def _pinning(server) -> bool:
     return should_pin(os.environ.get("GUNICORN_PIN_WORKERS", ""), allowed_cpus(), usable_cpus(), server.cfg.workers)
 
 
+# The workers' connection counts (wafaa.balanced_worker), made in the master before
+# the first fork: room for a few workers more than configured (TTIN adds them).
+_board: ConnectionBoard | None = None
+
+
 def pre_fork(server, worker) -> None:
     # In the master, which knows the live workers: one per CPU (wafaa.cpu_affinity).
+    global _board
     if _pinning(server):
         taken = [other.wafaa_cpu for other in server.WORKERS.values() if hasattr(other, "wafaa_cpu")]
         worker.wafaa_cpu = choose_cpu(allowed_cpus(), taken)
+    if _board is None:
+        _board = ConnectionBoard(max(8, 2 * server.cfg.workers))
+    worker.wafaa_slot = _board.claim(getattr(other, "wafaa_slot", None) for other in server.WORKERS.values())
 
 
 def post_fork(server, worker) -> None:
     if hasattr(worker, "wafaa_cpu"):
         pin_process(worker.wafaa_cpu)
+    if worker.wafaa_slot is not None:
+        worker.balance = Balance(_board, worker.wafaa_slot)
 
 
 def post_worker_init(worker) -> None:
@@ -195,6 +207,8 @@ def child_exit(server, worker) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+    if _board is not None and getattr(worker, "wafaa_slot", None) is not None:
+        _board.release(worker.wafaa_slot)
 
 
 def on_exit(server) -> None:

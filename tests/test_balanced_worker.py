@@ -1,0 +1,149 @@
+"""gunicorn's workers share new connections evenly (wafaa.balanced_worker), and
+balance never holds a connection back from a worker that can take it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.servers import GunicornServer
+from wafaa.balanced_worker import ABSENT, NOT_ACCEPTING, STALL_S, Balance, ConnectionBoard
+
+
+def _board(*connections: int) -> ConnectionBoard:
+    board = ConnectionBoard(len(connections))
+    for slot, count in enumerate(connections):
+        board.connections[slot] = count
+    return board
+
+
+def test_a_connection_is_left_to_a_sibling_holding_fewer():
+    balance = Balance(_board(0, 5, 7), slot=0)
+    assert balance.sibling_for(mine=7, now=1.0) == 1
+    assert balance.sibling_for(mine=6, now=1.0) is None  # one more than the sibling: take it
+    assert balance.sibling_for(mine=3, now=1.0) is None
+
+
+@pytest.mark.parametrize("sibling", [NOT_ACCEPTING, ABSENT])
+def test_a_sibling_that_takes_none_is_never_waited_for(sibling):
+    assert Balance(_board(0, sibling), slot=0).sibling_for(mine=30, now=1.0) is None
+
+
+def test_a_sibling_whose_loop_stopped_turning_is_passed_over():
+    board = _board(0, 2)
+    balance = Balance(board, slot=0)
+    assert balance.sibling_for(mine=10, now=100.0) == 1
+    assert balance.sibling_for(mine=10, now=100.0 + STALL_S / 2) == 1  # it may still be waking
+    assert balance.sibling_for(mine=10, now=100.0 + 2 * STALL_S) is None  # it has not turned since
+    board.turns[1] += 1  # it turned: live again
+    assert balance.sibling_for(mine=10, now=200.0) == 1
+
+
+def test_slots_are_claimed_once_and_given_back():
+    board = ConnectionBoard(2)
+    assert board.claim([]) == 0
+    assert board.connections[0] == NOT_ACCEPTING  # until its loop publishes
+    assert board.claim([0]) == 1
+    assert board.claim([0, 1]) is None  # more workers than slots: gthread as it is
+    board.release(0)
+    assert board.connections[0] == ABSENT
+    assert board.claim([1]) == 0
+
+
+def _workers(server: GunicornServer) -> list[int]:
+    pid = server.process.pid
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _held(server: GunicornServer) -> dict[int, int]:
+    """Established connections to the server's port, per worker (from /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == server.port and fields[3] == "01":
+                inodes.add(fields[9])
+    held = {}
+    for pid in _workers(server):
+        fds = Path(f"/proc/{pid}/fd")
+        links = [os.readlink(fd) for fd in fds.iterdir() if fd.is_symlink()]
+        held[pid] = sum(1 for link in links if link.startswith("socket:[") and link[8:-1] in inodes)
+    return held
+
+
+def _burst(server: GunicornServer, count: int) -> list[socket.socket]:
+    """`count` connections opened at once, each answered once and kept open."""
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setblocking(False)
+        try:
+            sock.connect(("127.0.0.1", server.port))
+        except BlockingIOError:
+            pass
+        sockets.append(sock)
+    for sock in sockets:
+        sock.settimeout(10)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    for sock in sockets:
+        assert sock.recv(65536).startswith(b"HTTP/1.1 "), "every connection is answered"
+    return sockets
+
+
+def _close(sockets: list[socket.socket], server: GunicornServer) -> None:
+    for sock in sockets:
+        sock.close()
+    deadline = time.monotonic() + 10
+    while sum(_held(server).values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # the workers' loops turn and publish their counts
+
+
+def _both_serving(server: GunicornServer) -> None:
+    """Until each worker has taken a connection: both loops are running."""
+    sockets = []
+    while min(_held(server).values(), default=0) == 0:
+        assert len(sockets) < 200, "a worker never took a connection"
+        sockets += _burst(server, 1)
+    _close(sockets, server)
+
+
+@pytest.mark.gunicorn
+def test_a_burst_of_connections_is_split_evenly_and_again_after_a_worker_is_replaced(migrated):
+    with GunicornServer(workers=2, threads=40) as server:
+        _both_serving(server)
+        for _ in range(3):
+            sockets = _burst(server, 32)
+            held = _held(server)
+            assert sorted(held.values()) in ([16, 16], [15, 17]), held
+            _close(sockets, server)
+        gone = _workers(server)[0]
+        os.kill(gone, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while (gone in _workers(server) or len(_workers(server)) < 2) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        _both_serving(server)  # the new worker took the slot its predecessor held
+        sockets = _burst(server, 32)
+        held = _held(server)
+        assert sorted(held.values()) in ([16, 16], [15, 17]), held
+        _close(sockets, server)
+
+
+@pytest.mark.gunicorn
+def test_a_stopped_worker_is_not_waited_for(migrated):
+    with GunicornServer(workers=2, threads=40) as server:
+        _both_serving(server)
+        frozen, serving = _workers(server)
+        os.kill(frozen, signal.SIGSTOP)
+        try:
+            sockets = _burst(server, 16)  # each answered (a socket timeout otherwise)
+            assert _held(server) == {frozen: 0, serving: 16}
+            for sock in sockets:
+                sock.close()
+        finally:
+            os.kill(frozen, signal.SIGCONT)

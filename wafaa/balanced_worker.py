@@ -1,0 +1,131 @@
+"""gunicorn's gthread worker, with the connections shared evenly among the workers.
+
+gunicorn's workers accept from one shared listening socket, and a keep-alive
+connection stays with the worker that accepted it. Whichever worker wakes first
+takes a burst of new connections: under `make bench`'s 32 connections the split
+between two workers was 26/6, 27/5, 30/2, 24/8 (`ss -tnp` during the runs), and
+the worker holding more connections answers each of them more slowly, which is
+the tail the clients see (docs/performance.md). Behind a load balancer that
+keeps its connections open, a split like that lasts until they close.
+
+So a worker leaves a new connection to a sibling holding fewer connections than
+itself (by more than SLACK), as Envoy's `exact_balance` connection balancer does
+among its threads: it stops accepting for a moment (PAUSE_S) and the sibling,
+woken by the same readable socket, takes it. The counts are in memory shared by
+the master and its workers (ConnectionBoard, made before the first fork).
+
+Balance never holds a connection back for long: a sibling that is full or
+stopping counts as taking none, and one whose main loop has not turned since it
+was left a connection STALL_S ago (stopped, hung) is passed over.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import time
+from collections.abc import Iterable
+
+from gunicorn.workers.gthread import ThreadWorker
+
+SLACK = 1  # a sibling is left the connection when it holds at least SLACK + 1 fewer
+PAUSE_S = 0.002  # how long a worker that left a connection to a sibling stops accepting
+STALL_S = 0.05  # a sibling that has not turned its loop this long after being left one is passed over
+ABSENT = -1  # a slot no live worker holds
+NOT_ACCEPTING = 2**62  # a worker that takes no connection (full, stopping, not started yet)
+
+
+class ConnectionBoard:
+    """Per live worker, in shared memory: the connections it holds, and how many
+    turns its main loop has made (to tell a live sibling from a stuck one)."""
+
+    def __init__(self, slots: int) -> None:
+        self.connections = multiprocessing.RawArray(ctypes.c_longlong, [ABSENT] * slots)
+        self.turns = multiprocessing.RawArray(ctypes.c_longlong, slots)
+
+    def claim(self, taken: Iterable[int | None]) -> int | None:
+        """In the master, before a fork: a slot no live worker holds (None when
+        there are more workers than slots: that worker accepts as gthread does)."""
+        held = set(taken)
+        for slot in range(len(self.connections)):
+            if slot not in held:
+                self.connections[slot] = NOT_ACCEPTING  # until the worker's loop runs
+                return slot
+        return None
+
+    def release(self, slot: int) -> None:
+        """In the master, for a worker that is gone."""
+        self.connections[slot] = ABSENT
+
+
+class Balance:
+    """One worker's side of the board: what it publishes, and whom it leaves a
+    new connection to."""
+
+    def __init__(self, board: ConnectionBoard, slot: int) -> None:
+        self.board, self.slot = board, slot
+        # Per sibling: its loop's turns and the time when it was first left a
+        # connection since it last turned.
+        self._left: dict[int, tuple[int, float]] = {}
+
+    def publish(self, connections: int, accepting: bool) -> None:
+        self.board.connections[self.slot] = connections if accepting else NOT_ACCEPTING
+
+    def turned(self) -> None:
+        self.board.turns[self.slot] += 1
+
+    def sibling_for(self, mine: int, now: float) -> int | None:
+        """The sibling to leave a new connection to, if one holds fewer than
+        `mine - SLACK` and is still turning its loop."""
+        for other, theirs in enumerate(self.board.connections):
+            if other == self.slot or theirs < 0 or theirs + SLACK >= mine:
+                continue
+            turns = self.board.turns[other]
+            left = self._left.get(other)
+            if left is None or left[0] != turns:  # it has turned since: live
+                self._left[other] = (turns, now)
+                return other
+            if now - left[1] < STALL_S:
+                return other
+        return None
+
+
+class BalancedThreadWorker(ThreadWorker):
+    """gunicorn.conf.py's post_fork sets `balance` (without one, the worker
+    accepts as gunicorn's gthread worker does)."""
+
+    balance: Balance | None = None
+    _paused_until = 0.0
+
+    def accept(self, listener) -> None:
+        if self.balance is not None and self.balance.sibling_for(self.nr_conns, time.monotonic()) is not None:
+            self._paused_until = time.monotonic() + PAUSE_S
+            super().set_accept_enabled(False)
+            return
+        super().accept(listener)
+        self._publish()
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        # gunicorn's loop enables accepting whenever there is room: not during a pause.
+        if enabled and time.monotonic() < self._paused_until:
+            return
+        super().set_accept_enabled(enabled)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        # gunicorn's own, with the board kept up to date and a pause's end as a deadline.
+        self._publish()
+        if not self._accepting and self._paused_until:
+            timeout = min(timeout, max(0.0, self._paused_until - time.monotonic()))
+        try:
+            events = self.poller.select(timeout)
+        except InterruptedError:
+            return
+        if self.balance is not None:
+            self.balance.turned()
+        for key, _ in events:
+            key.data(key.fileobj)
+
+    def _publish(self) -> None:
+        # A pause is not a refusal: a pausing worker still counts what it holds.
+        if self.balance is not None:
+            self.balance.publish(self.nr_conns, self.alive and self.nr_conns < self.worker_connections)
