@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers import GunicornServer
-from wafaa.balanced_worker import ABSENT, NOT_ACCEPTING, STALL_S, Balance, ConnectionBoard
+from wafaa.balanced_worker import ABSENT, NOT_ACCEPTING, STALL_S, Balance, ConnectionBoard, select_timeout
 
 
 def _board(*connections: int) -> ConnectionBoard:
@@ -43,6 +43,13 @@ def test_a_sibling_whose_loop_stopped_turning_is_passed_over():
     assert balance.sibling_for(mine=10, now=100.0 + 2 * STALL_S) is None  # it has not turned since
     board.turns[1] += 1  # it turned: live again
     assert balance.sibling_for(mine=10, now=200.0) == 1
+
+
+def test_the_main_loop_waits_for_a_pause_to_end_and_no_longer():
+    assert select_timeout(1.0, paused_until=100.002, now=100.0) == pytest.approx(0.002)
+    assert select_timeout(1.0, paused_until=0.0, now=100.0) == 1.0  # never paused
+    assert select_timeout(1.0, paused_until=99.0, now=100.0) == 1.0  # a pause long over: no spinning
+    assert select_timeout(0.5, paused_until=101.0, now=100.0) == 0.5
 
 
 def test_slots_are_claimed_once_and_given_back():

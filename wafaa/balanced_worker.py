@@ -134,10 +134,8 @@ class BalancedThreadWorker(ThreadWorker):
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         # gunicorn's own, with the board kept up to date and a pause's end as a deadline.
         self._publish()
-        if not self._accepting and self._paused_until:
-            timeout = min(timeout, max(0.0, self._paused_until - time.monotonic()))
         try:
-            events = self.poller.select(timeout)
+            events = self.poller.select(select_timeout(timeout, self._paused_until, time.monotonic()))
         except InterruptedError:
             return
         if self.balance is not None:
@@ -149,6 +147,13 @@ class BalancedThreadWorker(ThreadWorker):
         # A pause is not a refusal: a pausing worker still counts what it holds.
         if self.balance is not None:
             self.balance.publish(self.nr_conns, self.alive and self.nr_conns < self.worker_connections)
+
+
+def select_timeout(timeout: float, paused_until: float, now: float) -> float:
+    """How long the main loop may wait for events: until a pause that is still
+    ahead ends (then it accepts again), else gunicorn's own timeout. A pause
+    long past is no deadline (a full worker would spin)."""
+    return min(timeout, paused_until - now) if paused_until > now else timeout
 
 
 def _next_request_within(conn, seconds: float) -> bool:
