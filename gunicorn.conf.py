@@ -21,8 +21,6 @@ from wafaa.logging import FORMATTERS
 # `.env` first: everything below reads the environment.
 load_environment_file()
 
-_metrics_dir_is_ours = False
-_hashing_lock_is_ours = False
 # A RAM disk, where there is one: for the workers' heartbeats and the metrics files.
 _RAM_DISK = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
@@ -128,31 +126,34 @@ def on_starting(server) -> None:
         sys.exit(1)
     for warning in serving_warnings(config, server.cfg.workers):
         server.log.warning(warning)
-    _make_metrics_dir()
-    _name_hashing_lock()
+    # What this master made, kept on the arbiter: a HUP runs this file again,
+    # and module globals would start over (on_exit would then keep them).
+    server.wafaa_made = {"metrics_dir": _make_metrics_dir(), "hashing_lock": _name_hashing_lock()}
 
 
-def _name_hashing_lock() -> None:
+def _name_hashing_lock() -> bool:
     """The file whose flock the workers share for the host's one password check
     under a login flood (wafaa.passwords.HostSlot): this instance's own, on a RAM
     disk where there is one, removed at exit; or the operator's
-    PASSWORD_HASH_LOCK_FILE (several instances on one host may share one)."""
-    global _hashing_lock_is_ours
-    if not os.environ.get("PASSWORD_HASH_LOCK_FILE"):
-        directory = _RAM_DISK or tempfile.gettempdir()
-        os.environ["PASSWORD_HASH_LOCK_FILE"] = os.path.join(directory, f"wafaa-hashing-{os.getpid()}.lock")
-        _hashing_lock_is_ours = True
+    PASSWORD_HASH_LOCK_FILE (several instances on one host may share one).
+    True when this instance named it."""
+    if os.environ.get("PASSWORD_HASH_LOCK_FILE"):
+        return False
+    directory = _RAM_DISK or tempfile.gettempdir()
+    os.environ["PASSWORD_HASH_LOCK_FILE"] = os.path.join(directory, f"wafaa-hashing-{os.getpid()}.lock")
+    return True
 
 
-def _make_metrics_dir() -> None:
+def _make_metrics_dir() -> bool:
     """Before any worker imports prometheus_client: its counters then write to
     files, one per worker, in this directory, and /metrics adds them up
     (wafaa.metrics). A fresh directory per start, on a RAM disk where there is
-    one, removed at exit; or the operator's own PROMETHEUS_MULTIPROC_DIR."""
-    global _metrics_dir_is_ours
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wafaa-metrics-", dir=_RAM_DISK)
-        _metrics_dir_is_ours = True
+    one, removed at exit; or the operator's own PROMETHEUS_MULTIPROC_DIR. True
+    when this instance made it."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return False
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wafaa-metrics-", dir=_RAM_DISK)
+    return True
 
 
 def _pinning(server) -> bool:
@@ -160,27 +161,27 @@ def _pinning(server) -> bool:
     return should_pin(os.environ.get("GUNICORN_PIN_WORKERS", ""), allowed_cpus(), usable_cpus(), server.cfg.workers)
 
 
-# The workers' connection counts (wafaa.balanced_worker), made in the master before
-# the first fork: room for a few workers more than configured (TTIN adds them).
-_board: ConnectionBoard | None = None
-
-
 def pre_fork(server, worker) -> None:
     # In the master, which knows the live workers: one per CPU (wafaa.cpu_affinity).
-    global _board
     if _pinning(server):
         taken = [other.wafaa_cpu for other in server.WORKERS.values() if hasattr(other, "wafaa_cpu")]
         worker.wafaa_cpu = choose_cpu(allowed_cpus(), taken)
-    if _board is None:
-        _board = ConnectionBoard(max(8, 2 * server.cfg.workers))
-    worker.wafaa_slot = _board.claim(getattr(other, "wafaa_slot", None) for other in server.WORKERS.values())
+    # The workers' connection counts (wafaa.balanced_worker): made before the first
+    # fork, on the arbiter so that workers started after a HUP share them, with room
+    # for a few workers more than configured (TTIN adds them). With reuse_port each
+    # worker listens on a socket of its own, and no sibling could take a connection
+    # left to it: no balance then.
+    if not hasattr(server, "wafaa_board"):
+        server.wafaa_board = ConnectionBoard(max(8, 2 * server.cfg.workers))
+    held = [getattr(other, "wafaa_slot", None) for other in server.WORKERS.values()]
+    worker.wafaa_slot = None if server.cfg.reuse_port else server.wafaa_board.claim(held)
 
 
 def post_fork(server, worker) -> None:
     if hasattr(worker, "wafaa_cpu"):
         pin_process(worker.wafaa_cpu)
     if worker.wafaa_slot is not None:
-        worker.balance = Balance(_board, worker.wafaa_slot)
+        worker.balance = Balance(server.wafaa_board, worker.wafaa_slot)
 
 
 def post_worker_init(worker) -> None:
@@ -207,14 +208,15 @@ def child_exit(server, worker) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
-    if _board is not None and getattr(worker, "wafaa_slot", None) is not None:
-        _board.release(worker.wafaa_slot)
+    if getattr(worker, "wafaa_slot", None) is not None:
+        server.wafaa_board.release(worker.wafaa_slot)
 
 
 def on_exit(server) -> None:
-    if _metrics_dir_is_ours:
+    made = getattr(server, "wafaa_made", {})
+    if made.get("metrics_dir"):
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
-    if _hashing_lock_is_ours:
+    if made.get("hashing_lock"):
         try:
             os.unlink(os.environ["PASSWORD_HASH_LOCK_FILE"])
         except FileNotFoundError:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -192,3 +193,41 @@ def test_a_keep_alive_connection_is_answered_at_once_later_and_pipelined(migrate
             statuses.append(response.split(b"\r\n", 1)[0])
         assert statuses == [b"HTTP/1.1 200 OK"] * 8
         assert rest == b""
+
+
+@pytest.mark.gunicorn
+def test_busy_connections_do_not_keep_the_threads_from_a_new_one(migrated):
+    """Two clients keep ten requests each in flight on a worker of two threads:
+    each thread always has its connection's next request at hand, and a new
+    connection must still get a thread (gunicorn hands a connection back to its
+    queue after every request; the wait for a next request only happens while
+    no other connection is waiting)."""
+    with GunicornServer(workers=1, threads=2) as server:
+        stop, served = threading.Event(), []
+
+        def busy() -> None:
+            with socket.create_connection(("127.0.0.1", server.port)) as sock:
+                sock.settimeout(10)
+                sock.sendall(REQUEST * 10)
+                count, rest = 0, b""
+                while not stop.is_set():
+                    _, rest = _read_response(sock, rest)
+                    sock.sendall(REQUEST)
+                    count += 1
+                served.append(count)
+
+        clients = [threading.Thread(target=busy) for _ in range(2)]
+        for client in clients:
+            client.start()
+        try:
+            time.sleep(0.5)
+            with socket.create_connection(("127.0.0.1", server.port)) as sock:
+                sock.settimeout(3)  # the busy clients run on: a turn would never come
+                sock.sendall(REQUEST)
+                response, _ = _read_response(sock)
+            assert response.startswith(b"HTTP/1.1 200 ")
+        finally:
+            stop.set()
+            for client in clients:
+                client.join(timeout=15)
+        assert len(served) == 2 and min(served) > 0, served

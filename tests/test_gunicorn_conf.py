@@ -7,13 +7,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from config import Config, TestConfig, cgroup_cpu_quota
+from tests.servers import GunicornServer
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).with_name("gunicorn")
@@ -114,3 +117,27 @@ def test_env_example_lists_every_variable_the_code_reads():
     documented = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
     assert read - documented == set(), "read by the code, missing from .env.example"
     assert documented - read == set(), "in .env.example, read by nothing"
+
+
+@pytest.mark.gunicorn
+def test_what_the_master_made_is_removed_at_exit_even_after_a_reload(migrated):
+    """A HUP runs gunicorn.conf.py again: what the master made at start (the
+    metrics directory) is still its own to remove when it stops."""
+    server = GunicornServer(workers=2, threads=4)
+    with server:
+        first = _workers(server)
+        # The metrics directory, where the workers' counters are mapped files.
+        mapped = {line.split()[-1] for pid in first for line in Path(f"/proc/{pid}/maps").read_text().splitlines()}
+        metrics_dir = Path(next(path for path in mapped if "/wafaa-metrics-" in path)).parent
+        assert metrics_dir.is_dir()
+        server.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while set(_workers(server)) & set(first) or len(_workers(server)) < 2:
+            assert time.monotonic() < deadline, "the workers were not replaced after a HUP"
+            time.sleep(0.1)
+    assert not metrics_dir.exists()
+
+
+def _workers(server: GunicornServer) -> list[int]:
+    pid = server.process.pid
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]

@@ -17,16 +17,19 @@ the master and its workers (ConnectionBoard, made before the first fork).
 
 Balance never holds a connection back for long: a sibling that is full or
 stopping counts as taking none, and one whose main loop has not turned since it
-was left a connection STALL_S ago (stopped, hung) is passed over.
+was left a connection STALL_S ago (stopped, hung, or blocked in gunicorn's own
+graceful close of a connection, which can take up to 2 s) is passed over.
 
 After answering on a keep-alive connection, gunicorn's thread hands it back to
 the worker's main loop (a callback through a pipe, the poller, the thread pool's
 queue: a dozen system calls and two thread wake-ups) before the next request on
 it is read. A client that sends its next request at once (a proxy's pooled
 connection, an API client in a loop) finds the thread still waiting for it
-instead, for up to LINGER_S; a quieter connection goes back to the poller as
-before. Taking turns with the same code without it, under `wrk -c32`: 11 % more
-`GET /tenants/me` (docs/performance.md).
+instead, for up to LINGER_S, as long as no other connection is waiting for a
+thread (otherwise one busy connection would keep its thread from the others); a
+quieter connection goes back to the poller as before. Taking turns with the same
+code without it, under `wrk -c32`: 11 % more `GET /tenants/me`
+(docs/performance.md).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from gunicorn.workers.gthread import ThreadWorker
 
 SLACK = 1  # a sibling is left the connection when it holds at least SLACK + 1 fewer
 PAUSE_S = 0.002  # how long a worker that left a connection to a sibling stops accepting
-STALL_S = 0.2  # a sibling that has not turned its loop this long after being left one is passed over
+STALL_S = 0.1  # a sibling that has not turned its loop this long after being left one is passed over
 ABSENT = -1  # a slot no live worker holds
 NOT_ACCEPTING = 2**62  # a worker that takes no connection (full, stopping, not started yet)
 LINGER_S = 0.002  # how long a thread waits for the next request on its keep-alive connection
@@ -110,7 +113,11 @@ class BalancedThreadWorker(ThreadWorker):
     _paused_until = 0.0
 
     def accept(self, listener) -> None:
-        if self.balance is not None and self.balance.sibling_for(self.nr_conns, time.monotonic()) is not None:
+        if not self.alive:
+            # Stopping: no longer counted on by its siblings (what still reaches
+            # it, it takes, as gunicorn's own worker does).
+            self._publish()
+        elif self.balance is not None and self.balance.sibling_for(self.nr_conns, time.monotonic()) is not None:
             self._paused_until = time.monotonic() + PAUSE_S
             super().set_accept_enabled(False)
             return
@@ -121,15 +128,28 @@ class BalancedThreadWorker(ThreadWorker):
         # gunicorn's handle answers one request: True keeps the connection open
         # (then it goes back to the main loop), anything else ends or defers it.
         keepalive = super().handle(conn)
-        while keepalive is True and self.alive and not conn.is_http2 and _next_request_within(conn, LINGER_S):
+        while keepalive is True and self._may_wait_on(conn) and _next_request_within(conn, LINGER_S):
             keepalive = super().handle(conn)
+        if not self.alive:  # max_requests reached here: stop being counted on at once
+            self._publish()
         return keepalive
+
+    def _may_wait_on(self, conn) -> bool:
+        # Only while no other connection waits for a thread (gunicorn hands the
+        # pool its connections through the executor's queue).
+        queue = getattr(self.tpool, "_work_queue", None)
+        return self.alive and not conn.is_http2 and queue is not None and queue.empty()
+
+    def handle_exit(self, sig, frame) -> None:
+        super().handle_exit(sig, frame)
+        self._publish()  # SIGTERM: stop being counted on before the loop notices
 
     def set_accept_enabled(self, enabled: bool) -> None:
         # gunicorn's loop enables accepting whenever there is room: not during a pause.
         if enabled and time.monotonic() < self._paused_until:
             return
         super().set_accept_enabled(enabled)
+        self._publish()
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         # gunicorn's own, with the board kept up to date and a pause's end as a deadline.
