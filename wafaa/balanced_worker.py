@@ -25,9 +25,9 @@ the worker's main loop (a callback through a pipe, the poller, the thread pool's
 queue: a dozen system calls and two thread wake-ups) before the next request on
 it is read. A client that sends its next request at once (a proxy's pooled
 connection, an API client in a loop) finds the thread still waiting for it
-instead, for up to LINGER_S, as long as no other connection is waiting for a
-thread (otherwise one busy connection would keep its thread from the others); a
-quieter connection goes back to the poller as before. Taking turns with the same
+instead, for up to LINGER_S, as long as every connection waiting for a thread
+can have one (otherwise one busy connection would keep its thread from the
+others); a quieter connection goes back to the poller as before. Taking turns with the same
 code without it, under `wrk -c32`: 11 % more `GET /tenants/me`
 (docs/performance.md).
 """
@@ -37,6 +37,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import select
+import threading
 import time
 from collections.abc import Iterable
 
@@ -112,6 +113,14 @@ class BalancedThreadWorker(ThreadWorker):
     balance: Balance | None = None
     _paused_until = 0.0
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Connections handed to the thread pool and not yet taken by a thread, and
+        # threads answering one: whether a thread may keep waiting on its own.
+        self._threads_lock = threading.Lock()
+        self._queued = 0
+        self._busy = 0
+
     def accept(self, listener) -> None:
         if not self.alive:
             # Stopping: no longer counted on by its siblings (what still reaches
@@ -124,21 +133,38 @@ class BalancedThreadWorker(ThreadWorker):
         super().accept(listener)
         self._publish()
 
+    def enqueue_req(self, conn) -> None:
+        with self._threads_lock:
+            self._queued += 1
+        try:
+            super().enqueue_req(conn)
+        except BaseException:  # the pool is shut down: it will never run
+            with self._threads_lock:
+                self._queued -= 1
+            raise
+
     def handle(self, conn):
-        # gunicorn's handle answers one request: True keeps the connection open
-        # (then it goes back to the main loop), anything else ends or defers it.
-        keepalive = super().handle(conn)
-        while keepalive is True and self._may_wait_on(conn) and _next_request_within(conn, LINGER_S):
+        with self._threads_lock:
+            self._queued -= 1
+            self._busy += 1
+        try:
+            # gunicorn's handle answers one request: True keeps the connection open
+            # (then it goes back to the main loop), anything else ends or defers it.
             keepalive = super().handle(conn)
+            while keepalive is True and self._may_wait_on(conn) and _next_request_within(conn, LINGER_S):
+                keepalive = super().handle(conn)
+        finally:
+            with self._threads_lock:
+                self._busy -= 1
         if not self.alive:  # max_requests reached here: stop being counted on at once
             self._publish()
         return keepalive
 
     def _may_wait_on(self, conn) -> bool:
-        # Only while no other connection waits for a thread (gunicorn hands the
-        # pool its connections through the executor's queue).
-        queue = getattr(self.tpool, "_work_queue", None)
-        return self.alive and not conn.is_http2 and queue is not None and queue.empty()
+        # Only while each connection waiting for a thread has one to take (idle,
+        # or one the pool may still start): no busy connection keeps a thread
+        # from another.
+        return self.alive and not conn.is_http2 and self._queued <= self.cfg.threads - self._busy
 
     def handle_exit(self, sig, frame) -> None:
         super().handle_exit(sig, frame)
