@@ -79,6 +79,11 @@ class GunicornServer:
             self.process.kill()
             self.process.wait(timeout=5)
 
+    def worker_pids(self) -> list[int]:
+        """The master's live children, its workers (from /proc)."""
+        pid = self.process.pid
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
     def output(self) -> str:
         self.log.flush()
         return Path(self.log.name).read_text(errors="replace")

@@ -64,11 +64,6 @@ def test_slots_are_claimed_once_and_given_back():
     assert board.claim([1]) == 0
 
 
-def _workers(server: GunicornServer) -> list[int]:
-    pid = server.process.pid
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
 def _held(server: GunicornServer) -> dict[int, int]:
     """Established connections to the server's port, per worker (from /proc)."""
     inodes = set()
@@ -78,7 +73,7 @@ def _held(server: GunicornServer) -> dict[int, int]:
             if int(fields[1].rsplit(":", 1)[1], 16) == server.port and fields[3] == "01":
                 inodes.add(fields[9])
     held = {}
-    for pid in _workers(server):
+    for pid in server.worker_pids():
         fds = Path(f"/proc/{pid}/fd")
         links = [os.readlink(fd) for fd in fds.iterdir() if fd.is_symlink()]
         held[pid] = sum(1 for link in links if link.startswith("socket:[") and link[8:-1] in inodes)
@@ -133,10 +128,10 @@ def test_a_burst_of_connections_is_split_evenly_and_again_after_a_worker_is_repl
             held = _held(server)
             assert sorted(held.values()) in ([16, 16], [15, 17]), held
             _close(sockets, server)
-        gone = _workers(server)[0]
+        gone = server.worker_pids()[0]
         os.kill(gone, signal.SIGKILL)
         deadline = time.monotonic() + 30
-        while (gone in _workers(server) or len(_workers(server)) < 2) and time.monotonic() < deadline:
+        while (gone in server.worker_pids() or len(server.worker_pids()) < 2) and time.monotonic() < deadline:
             time.sleep(0.1)
         _both_serving(server)  # the new worker took the slot its predecessor held
         sockets = _burst(server, 32)
@@ -149,7 +144,7 @@ def test_a_burst_of_connections_is_split_evenly_and_again_after_a_worker_is_repl
 def test_a_stopped_worker_is_not_waited_for(migrated):
     with GunicornServer(workers=2, threads=40) as server:
         _both_serving(server)
-        frozen, serving = _workers(server)
+        frozen, serving = server.worker_pids()
         os.kill(frozen, signal.SIGSTOP)
         try:
             sockets = _burst(server, 16)  # each answered (a socket timeout otherwise)

@@ -50,18 +50,13 @@ def _affinity(pid: int, tid: int) -> frozenset[int]:
     return frozenset(os.sched_getaffinity(tid)) if Path(f"/proc/{pid}/task/{tid}").exists() else frozenset()
 
 
-def _workers(server: GunicornServer) -> list[int]:
-    pid = server.process.pid
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
 @pytest.mark.gunicorn
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
 def test_workers_run_on_a_cpu_each_and_hash_passwords_on_any(migrated, factory):
     allowed = frozenset(os.sched_getaffinity(0))
     world = factory.world()
     with GunicornServer(workers=2, threads=4, env={"GUNICORN_PIN_WORKERS": "on"}) as server:
-        workers = _workers(server)
+        workers = server.worker_pids()
         pinned = [_affinity(pid, pid) for pid in workers]
         assert all(len(cpus) == 1 for cpus in pinned) and len(set(pinned)) == 2, pinned
         # A login: whichever worker takes it hashes the password on a thread of

@@ -125,19 +125,14 @@ def test_what_the_master_made_is_removed_at_exit_even_after_a_reload(migrated):
     metrics directory) is still its own to remove when it stops."""
     server = GunicornServer(workers=2, threads=4)
     with server:
-        first = _workers(server)
+        first = server.worker_pids()
         # The metrics directory, where the workers' counters are mapped files.
         mapped = {line.split()[-1] for pid in first for line in Path(f"/proc/{pid}/maps").read_text().splitlines()}
         metrics_dir = Path(next(path for path in mapped if "/wafaa-metrics-" in path)).parent
         assert metrics_dir.is_dir()
         server.process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 30
-        while set(_workers(server)) & set(first) or len(_workers(server)) < 2:
+        while set(server.worker_pids()) & set(first) or len(server.worker_pids()) < 2:
             assert time.monotonic() < deadline, "the workers were not replaced after a HUP"
             time.sleep(0.1)
     assert not metrics_dir.exists()
-
-
-def _workers(server: GunicornServer) -> list[int]:
-    pid = server.process.pid
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]

@@ -27,8 +27,8 @@ it is read. A client that sends its next request at once (a proxy's pooled
 connection, an API client in a loop) finds the thread still waiting for it
 instead, for up to LINGER_S, as long as every connection waiting for a thread
 can have one (otherwise one busy connection would keep its thread from the
-others); a quieter connection goes back to the poller as before. Taking turns with the same
-code without it, under `wrk -c32`: 11 % more `GET /tenants/me`
+others); a quieter connection goes back to the poller as before. Taking turns
+with the same code without it, under `wrk -c32`: 11 % more `GET /tenants/me`
 (docs/performance.md).
 """
 
@@ -122,11 +122,10 @@ class BalancedThreadWorker(ThreadWorker):
         self._busy = 0
 
     def accept(self, listener) -> None:
-        if not self.alive:
-            # Stopping: no longer counted on by its siblings (what still reaches
-            # it, it takes, as gunicorn's own worker does).
-            self._publish()
-        elif self.balance is not None and self.balance.sibling_for(self.nr_conns, time.monotonic()) is not None:
+        # A stopping worker balances nothing: what still reaches it, it takes, as
+        # gunicorn's own worker does, and publishes that it takes no more.
+        balancing = self.alive and self.balance is not None
+        if balancing and self.balance.sibling_for(self.nr_conns, time.monotonic()) is not None:
             self._paused_until = time.monotonic() + PAUSE_S
             super().set_accept_enabled(False)
             return
