@@ -16,6 +16,8 @@ DSN = "http://public@127.0.0.1:9/1"
 EMAIL = "victim.owner@acme.example.com"
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLW9mLWEtdG9rZW4"
 HASH = "$2b$12$" + "a" * 53
+# Not hex: a cookie like "abc" was found inside the event's random hex ids now and then.
+COOKIE = "-".join(["cookie", "value", "xyz"])  # not in the source Sentry quotes
 
 
 class Captured(Transport):
@@ -46,7 +48,11 @@ def test_an_unexpected_error_reaches_sentry_scrubbed(make_app):
     try:
         response = app.test_client().post(
             "/explode?token=" + "-".join(["secret", "in", "query"]),  # not in the source Sentry quotes
-            headers={"Authorization": f"Bearer {TOKEN}", "Cookie": "session=abc", "Content-Type": "application/json"},
+            headers={
+                "Authorization": f"Bearer {TOKEN}",
+                "Cookie": f"session={COOKIE}",
+                "Content-Type": "application/json",
+            },
             data=json.dumps({"password": "body-password-123"}),
         )
         sentry_sdk.flush()
@@ -57,7 +63,7 @@ def test_an_unexpected_error_reaches_sentry_scrubbed(make_app):
     event = captured.events[0]
     text = json.dumps(event)
     assert "RuntimeError" in text and "explode" in text  # the traceback is there
-    for secret in (EMAIL, TOKEN, HASH, "the-users-password-123", "body-password-123", "secret-in-query", "abc"):
+    for secret in (EMAIL, TOKEN, HASH, "the-users-password-123", "body-password-123", "secret-in-query", COOKIE):
         assert secret not in text, secret
     assert "[email]" in text and "[token]" in text
 
