@@ -84,6 +84,13 @@ class GunicornServer:
         pid = self.process.pid
         return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
+    def wait_for_workers_replacing(self, old: list[int], timeout: float = 30) -> None:
+        """Until none of `old` is among the workers and all of them are running again."""
+        deadline = time.monotonic() + timeout
+        while set(self.worker_pids()) & set(old) or len(self.worker_pids()) < self.workers:
+            assert time.monotonic() < deadline, f"workers {old} were not replaced: {self.worker_pids()}"
+            time.sleep(0.1)
+
     def output(self) -> str:
         self.log.flush()
         return Path(self.log.name).read_text(errors="replace")

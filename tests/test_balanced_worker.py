@@ -130,9 +130,7 @@ def test_a_burst_of_connections_is_split_evenly_and_again_after_a_worker_is_repl
             _close(sockets, server)
         gone = server.worker_pids()[0]
         os.kill(gone, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while (gone in server.worker_pids() or len(server.worker_pids()) < 2) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        server.wait_for_workers_replacing([gone])
         _both_serving(server)  # the new worker took the slot its predecessor held
         sockets = _burst(server, 32)
         held = _held(server)

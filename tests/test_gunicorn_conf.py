@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -131,8 +130,5 @@ def test_what_the_master_made_is_removed_at_exit_even_after_a_reload(migrated):
         metrics_dir = Path(next(path for path in mapped if "/wafaa-metrics-" in path)).parent
         assert metrics_dir.is_dir()
         server.process.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 30
-        while set(server.worker_pids()) & set(first) or len(server.worker_pids()) < 2:
-            assert time.monotonic() < deadline, "the workers were not replaced after a HUP"
-            time.sleep(0.1)
+        server.wait_for_workers_replacing(first)
     assert not metrics_dir.exists()

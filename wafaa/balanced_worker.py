@@ -179,14 +179,9 @@ class BalancedThreadWorker(ThreadWorker):
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         # gunicorn's own, with the board kept up to date and a pause's end as a deadline.
         self._publish()
-        try:
-            events = self.poller.select(select_timeout(timeout, self._paused_until, time.monotonic()))
-        except InterruptedError:
-            return
+        super().wait_for_and_dispatch_events(select_timeout(timeout, self._paused_until, time.monotonic()))
         if self.balance is not None:
             self.balance.turned()
-        for key, _ in events:
-            key.data(key.fileobj)
 
     def _publish(self) -> None:
         # A pause is not a refusal: a pausing worker still counts what it holds.
