@@ -5,6 +5,7 @@ Every value can be overridden with the environment variable named beside it.
 """
 
 import gc
+import hashlib
 import os
 import shutil
 import signal
@@ -128,19 +129,27 @@ def on_starting(server) -> None:
         server.log.warning(warning)
     # What this master made, kept on the arbiter: a HUP runs this file again,
     # and module globals would start over (on_exit would then keep them).
-    server.wafaa_made = {"metrics_dir": _make_metrics_dir(), "hashing_lock": _name_hashing_lock()}
+    server.wafaa_made = {"metrics_dir": _make_metrics_dir(), "hashing_lock": _name_hashing_lock(server)}
 
 
-def _name_hashing_lock() -> bool:
+def _name_hashing_lock(server) -> bool:
     """The file whose flock the workers share for the host's one password check
     under a login flood (wafaa.passwords.HostSlot): this instance's own, on a RAM
-    disk where there is one, removed at exit; or the operator's
-    PASSWORD_HASH_LOCK_FILE (several instances on one host may share one).
-    True when this instance named it."""
+    disk where there is one; or the operator's PASSWORD_HASH_LOCK_FILE (several
+    instances on one host may share one). True when this instance named it.
+
+    Named by the addresses the instance listens on, not by its master: a USR2
+    upgrade's new master serves the same sockets beside the old one until the old
+    one stops, and both masters' workers must take turns on the same file. (Named
+    by the master's pid, the two sets of workers hashed at once for those seconds.)
+    A file left by a killed master is harmless: an flock dies with its holder.
+    """
     if os.environ.get("PASSWORD_HASH_LOCK_FILE"):
         return False
-    directory = _RAM_DISK or tempfile.gettempdir()
-    os.environ["PASSWORD_HASH_LOCK_FILE"] = os.path.join(directory, f"wafaa-hashing-{os.getpid()}.lock")
+    instance = hashlib.sha256("\n".join(sorted(server.cfg.bind)).encode()).hexdigest()[:16]
+    path = os.path.join(_RAM_DISK or tempfile.gettempdir(), f"wafaa-hashing-{os.getuid()}-{instance}.lock")
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    os.environ["PASSWORD_HASH_LOCK_FILE"] = path
     return True
 
 
@@ -199,8 +208,17 @@ def post_worker_init(worker) -> None:
 
 
 def when_ready(server) -> None:
-    # A dict: the JSON formatter makes its keys fields of the line.
-    server.log.info({"event": "ready", "workers": workers, "threads": threads})
+    # A dict: the JSON formatter makes its keys fields of the line. (The lock
+    # file's field is not named after the setting: log fields named like a
+    # password are masked.)
+    server.log.info(
+        {
+            "event": "ready",
+            "workers": workers,
+            "threads": threads,
+            "login_flood_lock_file": os.environ.get("PASSWORD_HASH_LOCK_FILE"),
+        }
+    )
 
 
 def child_exit(server, worker) -> None:
@@ -216,8 +234,24 @@ def on_exit(server) -> None:
     made = getattr(server, "wafaa_made", {})
     if made.get("metrics_dir"):
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
-    if made.get("hashing_lock"):
+    # During a USR2 upgrade the old master and the new one share the lock file:
+    # the one that stops last removes it.
+    if made.get("hashing_lock") and not _other_master_runs(server):
         try:
             os.unlink(os.environ["PASSWORD_HASH_LOCK_FILE"])
         except FileNotFoundError:
             pass
+
+
+def _other_master_runs(server) -> bool:
+    """This master's USR2 partner, if it still runs: the old master it was started
+    from, or the new one it started. (gunicorn's own records lag: a new master
+    learns that its parent is gone only on its next loop turn.)"""
+    if server.master_pid and os.getppid() == server.master_pid:
+        return True
+    if server.reexec_pid:
+        try:
+            return os.waitpid(server.reexec_pid, os.WNOHANG)[0] == 0
+        except ChildProcessError:
+            return False
+    return False

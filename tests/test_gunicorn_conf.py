@@ -4,15 +4,20 @@ load balancer's, and .env.example lists every variable the code reads."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import requests
 
 from config import Config, TestConfig, cgroup_cpu_quota
 from tests.servers import GunicornServer
@@ -132,3 +137,77 @@ def test_what_the_master_made_is_removed_at_exit_even_after_a_reload(migrated):
         server.process.send_signal(signal.SIGHUP)
         server.wait_for_workers_replacing(first)
     assert not metrics_dir.exists()
+
+
+def _ready_lines(server: GunicornServer) -> list[dict]:
+    lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("message") == "ready"]
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] not in "ZX"
+    except FileNotFoundError:
+        return False
+
+
+def _wait_until(condition, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+@contextmanager
+def _upgraded(server: GunicornServer) -> Iterator[int]:
+    """A USR2 upgrade of `server` (gunicorn starts a new master beside the old
+    one, on the same sockets): the new master's pid, stopped in the end if the
+    test left it running."""
+    old_workers = server.worker_pids()
+    server.process.send_signal(signal.SIGUSR2)
+    _wait_until(lambda: len(_ready_lines(server)) == 2, "the new master did not get ready")
+    new_master = next(pid for pid in server.worker_pids() if pid not in old_workers)
+    try:
+        yield new_master
+    finally:
+        if _running(new_master):
+            os.kill(new_master, signal.SIGTERM)
+            try:
+                _wait_until(lambda: not _running(new_master), "the new master did not stop", timeout=15)
+            finally:
+                if _running(new_master):
+                    os.kill(new_master, signal.SIGKILL)
+
+
+@pytest.mark.gunicorn
+def test_a_usr2_upgrades_old_and_new_workers_share_one_hashing_lock(migrated):
+    """On a USR2 upgrade the new master serves the same sockets beside the old one
+    until the old one stops: both sets of workers must take turns on one lock file
+    (one password check at a time on the host under a flood), and the file goes
+    only when the last of the two masters stops."""
+    server = GunicornServer(workers=1, threads=4)
+    with server, _upgraded(server) as new_master:
+        old, new = (line["login_flood_lock_file"] for line in _ready_lines(server))
+        assert old == new and Path(old).exists()
+        # The old master stops (the upgrade done): the new one keeps the file.
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=30)
+        assert _running(new_master) and Path(new).exists()
+        assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
+        os.kill(new_master, signal.SIGTERM)
+        _wait_until(lambda: not _running(new_master), "the new master did not stop")
+        assert not Path(new).exists()
+
+
+@pytest.mark.gunicorn
+def test_a_new_master_abandoned_mid_upgrade_leaves_the_old_ones_lock(migrated):
+    """An upgrade rolled back (the new master stopped, the old one kept) must not
+    take the lock file from under the old master's workers."""
+    server = GunicornServer(workers=1, threads=4)
+    with server:
+        with _upgraded(server) as new_master:
+            lock_file = Path(_ready_lines(server)[0]["login_flood_lock_file"])
+            os.kill(new_master, signal.SIGTERM)
+            _wait_until(lambda: new_master not in server.worker_pids(), "the new master did not stop")
+        assert lock_file.exists()
+    assert not lock_file.exists()
