@@ -148,7 +148,8 @@ def _name_hashing_lock(server) -> bool:
         return False
     instance = hashlib.sha256("\n".join(sorted(server.cfg.bind)).encode()).hexdigest()[:16]
     path = os.path.join(_RAM_DISK or tempfile.gettempdir(), f"wafaa-hashing-{os.getuid()}-{instance}.lock")
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    # A name others can guess, in a directory anyone may write: not through a link.
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
     os.environ["PASSWORD_HASH_LOCK_FILE"] = path
     return True
 
