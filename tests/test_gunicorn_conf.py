@@ -168,6 +168,8 @@ def _upgraded(server: GunicornServer) -> Iterator[int]:
     _wait_until(lambda: len(_ready_lines(server)) == 2, "the new master did not get ready")
     new_master = next(pid for pid in server.worker_pids() if pid not in old_workers)
     try:
+        children = Path(f"/proc/{new_master}/task/{new_master}/children")
+        _wait_until(lambda: children.read_text().split(), "the new master started no worker")
         yield new_master
     finally:
         if _running(new_master):
