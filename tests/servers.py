@@ -23,6 +23,19 @@ ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 
 
+def wait_until(predicate, what: str, *, timeout: float = 30, interval: float = 0.1) -> None:
+    """Until `predicate()` holds; fails with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(interval)
+
+
+def children(pid: int) -> list[int]:
+    """A process's live children (from /proc)."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -80,16 +93,16 @@ class GunicornServer:
             self.process.wait(timeout=5)
 
     def worker_pids(self) -> list[int]:
-        """The master's live children, its workers (from /proc)."""
-        pid = self.process.pid
-        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        """The master's live children, its workers."""
+        return children(self.process.pid)
 
     def wait_for_workers_replacing(self, old: list[int], timeout: float = 30) -> None:
         """Until none of `old` is among the workers and all of them are running again."""
-        deadline = time.monotonic() + timeout
-        while set(self.worker_pids()) & set(old) or len(self.worker_pids()) < self.workers:
-            assert time.monotonic() < deadline, f"workers {old} were not replaced: {self.worker_pids()}"
-            time.sleep(0.1)
+        wait_until(
+            lambda: not set(self.worker_pids()) & set(old) and len(self.worker_pids()) >= self.workers,
+            f"workers {old} were not replaced",
+            timeout=timeout,
+        )
 
     def output(self) -> str:
         self.log.flush()

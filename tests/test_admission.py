@@ -13,17 +13,10 @@ import psycopg
 import pytest
 import requests
 
-from tests.servers import GunicornServer
+from tests.servers import GunicornServer, wait_until
 from tests.support import PASSWORD, ApiClient
 
 ME = "/api/v1/tenants/me"
-
-
-def _wait_until(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.01)
 
 
 def _lock_waiters(conn) -> int:
@@ -45,7 +38,7 @@ def _blocked_change(make_app, factory, superuser_url, active: str):
     holder.execute("SELECT 1 FROM tenants WHERE id = %s FOR UPDATE", (world.tenant.id,))
     change = pool.submit(app.test_client().patch, ME, headers=owner, json={"name": "Renamed while locked"})
     with psycopg.connect(superuser_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as watcher:
-        _wait_until(lambda: _lock_waiters(watcher) == 1)
+        wait_until(lambda: _lock_waiters(watcher) == 1, "no lock waiter", timeout=20, interval=0.01)
     read = pool.submit(app.test_client().get, ME, headers=viewer)
 
     def release():
@@ -82,7 +75,7 @@ def test_a_login_waiting_for_a_hashing_slot_leaves_its_turn_to_the_api(make_app,
             login = pool.submit(
                 app.test_client().post, "/api/v1/auth/login", json={"email": world.owner.email, "password": PASSWORD}
             )
-            _wait_until(lambda: len(gate._slots._cond._waiters) == 1)
+            wait_until(lambda: len(gate._slots._cond._waiters) == 1, "no slot waiter", timeout=20, interval=0.01)
             assert api.get(ME, headers=viewer).status_code == 200  # served while the login waits
             assert not login.done()
         assert login.result(timeout=30).status_code == 200

@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 import requests
 
 from config import Config, TestConfig, cgroup_cpu_quota
-from tests.servers import GunicornServer
+from tests.servers import GunicornServer, children, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).with_name("gunicorn")
@@ -151,13 +150,6 @@ def _running(pid: int) -> bool:
         return False
 
 
-def _wait_until(condition, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-
-
 @contextmanager
 def _upgraded(server: GunicornServer) -> Iterator[int]:
     """A USR2 upgrade of `server` (gunicorn starts a new master beside the old
@@ -165,17 +157,16 @@ def _upgraded(server: GunicornServer) -> Iterator[int]:
     test left it running."""
     old_workers = server.worker_pids()
     server.process.send_signal(signal.SIGUSR2)
-    _wait_until(lambda: len(_ready_lines(server)) == 2, "the new master did not get ready")
+    wait_until(lambda: len(_ready_lines(server)) == 2, "the new master did not get ready")
     new_master = next(pid for pid in server.worker_pids() if pid not in old_workers)
     try:
-        children = Path(f"/proc/{new_master}/task/{new_master}/children")
-        _wait_until(lambda: children.read_text().split(), "the new master started no worker")
+        wait_until(lambda: children(new_master), "the new master started no worker")
         yield new_master
     finally:
         if _running(new_master):
             os.kill(new_master, signal.SIGTERM)
             try:
-                _wait_until(lambda: not _running(new_master), "the new master did not stop", timeout=15)
+                wait_until(lambda: not _running(new_master), "the new master did not stop", timeout=15)
             finally:
                 if _running(new_master):
                     os.kill(new_master, signal.SIGKILL)
@@ -197,7 +188,7 @@ def test_a_usr2_upgrades_old_and_new_workers_share_one_hashing_lock(migrated):
         assert _running(new_master) and Path(new).exists()
         assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
         os.kill(new_master, signal.SIGTERM)
-        _wait_until(lambda: not _running(new_master), "the new master did not stop")
+        wait_until(lambda: not _running(new_master), "the new master did not stop")
         assert not Path(new).exists()
 
 
@@ -210,6 +201,6 @@ def test_a_new_master_abandoned_mid_upgrade_leaves_the_old_ones_lock(migrated):
         with _upgraded(server) as new_master:
             lock_file = Path(_ready_lines(server)[0]["login_flood_lock_file"])
             os.kill(new_master, signal.SIGTERM)
-            _wait_until(lambda: new_master not in server.worker_pids(), "the new master did not stop")
+            wait_until(lambda: new_master not in server.worker_pids(), "the new master did not stop")
         assert lock_file.exists()
     assert not lock_file.exists()
